@@ -1,0 +1,1 @@
+"""GiftGuard detectors: rules and River models over canonical events; no Kafka or Faust."""

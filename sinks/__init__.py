@@ -1,0 +1,1 @@
+"""GiftGuard sinks: Slack, POS hold clients, Prometheus metrics and output records."""
