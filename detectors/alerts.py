@@ -29,6 +29,8 @@ class Alert:
     action: Action = "alert"
     model_version: str = ""
     related_card_ids: list[str] = field(default_factory=list)
+    #: Last four digits of the card number, for people (Slack); not part of PRODUCT.md's schema.
+    gan_last4: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The alert as a JSON-ready dict."""
@@ -37,6 +39,11 @@ class Alert:
     def to_json(self) -> bytes:
         """The alert as compact JSON bytes."""
         return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Alert:
+        """Parse an alert from JSON bytes."""
+        return cls.from_dict(orjson.loads(raw))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Alert:

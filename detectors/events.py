@@ -4,7 +4,7 @@
 ...     "location_id": "L1", "amount_minor": 1500, "currency": "USD",
 ...     "occurred_at": "2026-11-21T10:00:00Z"})
 >>> e.amount_minor, e.ts
-(1500, 1763719200.0)
+(1500, 1795255200.0)
 >>> Event.from_dict(e.to_dict()) == e
 True
 """

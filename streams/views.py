@@ -1,0 +1,20 @@
+"""The worker's web pages: ``/metrics`` (Prometheus) and ``/healthz``."""
+
+from __future__ import annotations
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+def register_views(app: faust.App, registry: CollectorRegistry) -> None:
+    """Add the worker's pages to ``app``'s web server."""
+
+    @app.page("/metrics")
+    async def metrics(self: View, request: Request) -> Response:
+        return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        ready = app.consumer is not None and bool(app.rebalancing is False)
+        return self.json({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
