@@ -91,7 +91,7 @@ def worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
         holds=Counter("giftguard_holds_total", "Hold actions, by POS, action and outcome.",
                       ["pos", "action", "outcome"], registry=registry),
         slack_messages=Counter("giftguard_slack_messages_total",
-                               "Slack messages, by outcome (sent, failed, printed).",
+                               "Slack messages, by outcome (sent, failed, retried, printed).",
                                ["outcome"], registry=registry),
         deadletters=Counter("giftguard_deadletter_total",
                             "Records written to giftcard.deadletter, by reason and source.",

@@ -57,8 +57,9 @@ def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False
 def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: AlertHandler,
              partitions: int) -> Worker:
     """Declare the worker's topics, tables and agents on ``app``."""
-    table_args = dict(default=None, partitions=partitions, key_type=str, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw")
+    schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw",
+                          value_serializer="raw")
+    table_args = dict(default=None, partitions=partitions, schema=schema)
     w = Worker(
         app=app, engine=engine, metrics=metrics, on_alert=on_alert,
         transactions=raw_topic(app, topics.TRANSACTIONS, partitions),

@@ -11,12 +11,14 @@ from streams.settings import Settings
 
 def create_app(settings: Settings, web_port: int = 6066, web_host: str = "127.0.0.1") -> faust.App:
     """A Faust app configured from ``settings``; one per worker process."""
+    datadir = Path(settings.giftguard_data_dir).resolve() / f"web-{web_port}"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         "giftguard",
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
         store=settings.giftguard_store,
         # One data directory per worker, so workers on one machine do not share a RocksDB.
-        datadir=str(Path(settings.giftguard_data_dir).resolve() / f"web-{web_port}"),
+        datadir=str(datadir),
         topic_partitions=settings.giftguard_partitions,
         topic_allow_declare=True,
         producer_acks=-1,

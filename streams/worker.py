@@ -8,7 +8,7 @@ import os
 
 import faust
 from faust.worker import Worker as FaustWorker
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from detectors.engine import Engine
 from detectors.locations import Locations
@@ -26,17 +26,22 @@ from streams.views import register_views
 log = logging.getLogger("giftguard.worker")
 
 
-def alert_sink(settings: Settings, metrics_counter: object) -> AlertSink:
+def alert_sink(settings: Settings, messages: Counter, locations: Locations) -> AlertSink:
     """Slack when a bot token is set, the console otherwise."""
     if settings.slack_bot_token is None:
         return ConsoleSink()
     from sinks.slack import SlackAlertSink  # noqa: PLC0415 - only with a token
 
     settings.require("slack_channel", why="alerts go to this Slack channel")
+
+    def location_name(location_id: str) -> str | None:
+        loc = locations.get(location_id)
+        return loc.name if loc else None
+
     return SlackAlertSink(
-        token=settings.slack_bot_token.get_secret_value(), channel=settings.slack_channel or "",
-        base_url=settings.slack_api_url, hold_mode=settings.giftguard_hold_mode,
-        counter=metrics_counter)
+        settings.slack_bot_token, settings.slack_channel or "", base_url=settings.slack_api_url,
+        hold_mode=settings.giftguard_hold_mode, gan_last4=lambda alert: alert.gan_last4,
+        location_name=location_name, messages=messages)
 
 
 def build_worker(settings: Settings, web_port: int = 6066, host: str = "127.0.0.1",
@@ -44,8 +49,8 @@ def build_worker(settings: Settings, web_port: int = 6066, host: str = "127.0.0.
     """The configured Faust app and the worker's parts, not yet running."""
     registry = registry or CollectorRegistry()
     metrics = worker_metrics(registry)
-    engine = Engine(policy=Policy.load(settings.giftguard_policy),
-                    locations=Locations.load(settings.giftguard_locations))
+    locations = Locations.load(settings.giftguard_locations)
+    engine = Engine(policy=Policy.load(settings.giftguard_policy), locations=locations)
     app = create_app(settings, web_port=web_port, web_host=host)
     w = register(app, engine, metrics, on_alert=_not_ready, partitions=settings.giftguard_partitions)
     holds = app.topic("giftcard.holds", key_type=str, value_type=bytes, key_serializer="raw",
@@ -55,7 +60,7 @@ def build_worker(settings: Settings, web_port: int = 6066, host: str = "127.0.0.
         return await holds.send(key=key, value=value)
 
     w.on_alert = AlertActions(settings.giftguard_hold_mode,
-                              alert_sink(settings, metrics.slack_messages), send_hold, metrics)
+                              alert_sink(settings, metrics.slack_messages, locations), send_hold, metrics)
     register_views(app, registry)
     return app, w
 
@@ -71,6 +76,8 @@ def run(settings: Settings, web_port: int = 6066, host: str = "127.0.0.1") -> in
     print(f"GiftGuard worker: Kafka {settings.kafka_bootstrap_servers}, "
           f"web http://{host}:{web_port} (/metrics, /healthz), hold mode "
           f"{settings.giftguard_hold_mode}", flush=True)
-    FaustWorker(app, loglevel=os.environ.get("GIFTGUARD_LOG_LEVEL", "warning"),
-                redirect_stdouts=False).execute_from_commandline()
+    worker = FaustWorker(app, loglevel=os.environ.get("GIFTGUARD_LOG_LEVEL", "warning"),
+                         redirect_stdouts=False)
+    worker.spinner = None  # a progress spinner only mangles logs that are not on a terminal
+    worker.execute_from_commandline()
     return 0
