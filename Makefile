@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 JARS   := deploy/kafka/lib
 
 .DEFAULT_GOAL := help
-.PHONY: help install jars demo test test-unit test-integration broker lint bench clean
+.PHONY: help install jars prometheus dashboard demo test test-unit broker lint bench clean
 
 help:
 	@echo "make demo   - local Kafka broker, bridge, worker and simulated Square traffic, alerts live"
@@ -33,13 +33,23 @@ $(JARS)/.fetched: deploy/kafka/pom.xml
 install: $(BIN)/.installed
 jars: $(JARS)/.fetched
 
+# Prometheus and promtool (Debian's package), for the rules tests and the live Prometheus test.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus >/dev/null; }
+
+# Regenerate deploy/grafana/dashboards/giftguard.json from deploy/grafana/generate.py.
+dashboard: install
+	$(BIN)/python deploy/grafana/generate.py
+
 demo: install jars
 	$(BIN)/giftguard demo
 
-test: install jars
+test: install jars prometheus
 	$(BIN)/python -m pytest
 
-test-unit: install
+test-unit: install prometheus
 	$(BIN)/python -m pytest -m "not integration"
 
 broker: install jars

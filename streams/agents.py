@@ -49,17 +49,17 @@ class Worker:
 
 
 def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False) -> faust.TopicT:
-    """A topic of raw bytes keyed by text (we parse JSON ourselves, with orjson)."""
-    return app.topic(name, key_type=str, value_type=bytes, key_serializer="raw",
+    """A topic of raw bytes both ways (we parse JSON ourselves, with orjson)."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                      value_serializer="raw", partitions=partitions, internal=internal)
 
 
 def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: AlertHandler,
              partitions: int) -> Worker:
     """Declare the worker's topics, tables and agents on ``app``."""
-    schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw",
-                          value_serializer="raw")
-    table_args = dict(default=None, partitions=partitions, schema=schema)
+    # Raw bytes both ways: keys as the topics carry them, values as the engine encodes them.
+    # (Faust picks a table's serializers from key_type/value_type, not from a schema.)
+    table_args = dict(default=None, partitions=partitions, key_type=bytes, value_type=bytes)
     w = Worker(
         app=app, engine=engine, metrics=metrics, on_alert=on_alert,
         transactions=raw_topic(app, topics.TRANSACTIONS, partitions),
@@ -75,7 +75,7 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
         async for event in stream.events():
             try:
                 await _score_card(w, event)
-            except Exception as exc:  # noqa: BLE001 - dead-letter it and go on
+            except Exception as exc:
                 await _dead_letter(w, event, exc)
 
     @app.agent(w.entity_events, name="score-entities")
@@ -83,7 +83,7 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
         async for event in stream.events():
             try:
                 await _score_entity(w, event)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 await _dead_letter(w, event, exc)
 
     @app.agent(w.alerts, name="act-on-alerts")
@@ -91,28 +91,59 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
         async for event in stream.events():
             try:
                 await w.on_alert(Alert.from_json(event.value))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 await _dead_letter(w, event, exc)
+
+    @app.timer(interval=5.0, name="state-gauges")
+    async def state_gauges() -> None:
+        _update_gauges(w)
 
     return w
 
 
+def table_size(table: Any) -> int:
+    """Keys in a table's active partitions; RocksDB's own estimate, so it never scans."""
+    dbs = getattr(table.data, "_dbs", None)  # faust's RocksDB store keeps one DB per partition
+    if dbs is not None:
+        return sum(db.property_int_value("rocksdb.estimate-num-keys") or 0
+                   for db in list(dbs.values()))
+    return len(table.data)
+
+
+def _update_gauges(w: Worker) -> None:
+    """Consumer lag per partition (high water minus committed offset) and table sizes."""
+    consumer = w.app.consumer
+    committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public accessor
+    for tp in consumer.assignment():
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - no fetch yet for this partition
+            continue
+        if high is None:
+            continue
+        done = committed.get(tp) or 0
+        w.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - done))
+    w.metrics.table_keys.labels("cards").set(table_size(w.cards))
+    w.metrics.table_keys.labels("entities").set(table_size(w.entities))
+
+
 async def _score_card(w: Worker, event: EventT) -> None:
     ev = Event.from_json(event.value)
-    outcome = w.engine.on_card_event(ev, w.cards.get(ev.card_id))
+    key = ev.card_id.encode()
+    outcome = w.engine.on_card_event(ev, w.cards.get(key))
     if outcome.state is None:
-        w.cards.pop(ev.card_id, None)
+        w.cards.pop(key, None)
     else:
-        w.cards[ev.card_id] = outcome.state
+        w.cards[key] = outcome.state
     for key in outcome.forward:
-        await w.entity_events.send(key=key, value=event.value)
+        await w.entity_events.send(key=key.encode(), value=event.value)
     await _publish(w, ev, outcome.alerts, outcome.score)
 
 
 async def _score_entity(w: Worker, event: EventT) -> None:
-    key = event.key if isinstance(event.key, str) else bytes(event.key).decode()
+    key = event.message.key
     ev = Event.from_json(event.value)
-    outcome = w.engine.on_entity_event(key, ev, w.entities.get(key))
+    outcome = w.engine.on_entity_event(key.decode(), ev, w.entities.get(key))
     if outcome.state is None:
         w.entities.pop(key, None)
     else:
@@ -137,14 +168,15 @@ async def _publish(w: Worker, ev: Event, alerts: list[Alert], score: float | Non
         m.alerts.labels(alert.level).inc()
         for rule in alert.rules:
             m.alert_rules.labels(rule, alert.level).inc()
-        await w.alerts.send(key=alert.card_id, value=alert.to_json())
+        await w.alerts.send(key=alert.card_id.encode(), value=alert.to_json())
 
 
 async def _dead_letter(w: Worker, event: EventT, exc: Exception) -> None:
     """Send the record's original bytes to the dead-letter topic with why and where from."""
     msg = event.message
     reason = "invalid_event" if isinstance(exc, InvalidEvent) else type(exc).__name__
-    log.warning("dead-lettering %s[%s]@%s: %r", msg.topic, msg.partition, msg.offset, exc)
+    log.warning("dead-lettering %s[%s]@%s: %r", msg.topic, msg.partition, msg.offset, exc,
+                extra={"card_id": msg.key.decode(errors="replace") if msg.key else None})
     value = event.value if isinstance(event.value, bytes) else bytes(msg.value or b"")
     await w.deadletter.send(
         key=msg.key if isinstance(msg.key, (bytes, str)) else None, value=value,

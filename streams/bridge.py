@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from sinks.metrics import BridgeMetrics, bridge_metrics
 from streams import topics
 from streams.admin import ensure_topics
 from streams.deadletter import deadletter_headers
+from streams.logs import configure_logging
 from streams.settings import Settings
 from streams.signatures import SQUARE_SIGNATURE_HEADER, verify_square
 
@@ -104,7 +106,7 @@ class Bridge:
                 self.producer = producer
                 log.info("connected to Kafka at %s", self.settings.kafka_bootstrap_servers)
                 return
-            except Exception as exc:  # noqa: BLE001 - keep trying; requests get 503 meanwhile
+            except Exception as exc:
                 await producer.stop()
                 log.warning("Kafka not reachable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
@@ -204,8 +206,8 @@ class Bridge:
 
         try:
             await self._acked(produce(), provider_id)
-        except Exception as exc:  # noqa: BLE001 - any Kafka failure means "retry later"
-            log.warning("Kafka write failed for %s: %r", provider_id, exc)
+        except Exception as exc:
+            log.warning("Kafka write failed: %r", exc, extra={"event_id": event_id})
             return _error(503, "Kafka did not acknowledge the write; retry later")
         self.recent.add(provider_id)
         return web.json_response({"status": "accepted", "event_id": event_id})
@@ -234,7 +236,7 @@ class Bridge:
                 topics.DEADLETTER, body,
                 headers=deadletter_headers(reason, message, "bridge", topic="webhooks/square")),
                 KAFKA_WRITE_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("dead-letter write failed: %r", exc)
             return _error(503, "Kafka did not acknowledge the write; retry later")
         self.metrics.deadletters.labels(reason, "bridge").inc()
@@ -243,6 +245,7 @@ class Bridge:
 
 def run(settings: Settings, host: str, port: int) -> None:
     """``giftguard bridge``: serve until interrupted."""
+    configure_logging(os.environ.get("GIFTGUARD_LOG_LEVEL", "INFO").upper())
     bridge = Bridge(settings)
     print(f"GiftGuard bridge on http://{host}:{port} (POST /webhooks/square, /healthz, /metrics)",
           flush=True)

@@ -161,8 +161,9 @@ class DevBroker:
 
     def _metadata_ready(self) -> bool:
         """True once the broker answers a metadata request (it may accept TCP a bit earlier)."""
-        from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - only needed here
-        import asyncio  # noqa: PLC0415
+        import asyncio
+
+        from aiokafka.admin import AIOKafkaAdminClient
 
         async def probe() -> bool:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
@@ -170,7 +171,7 @@ class DevBroker:
                 await admin.start()
                 await admin.list_topics()
                 return True
-            except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+            except Exception:
                 return False
             finally:
                 await admin.close()

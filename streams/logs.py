@@ -11,7 +11,8 @@ in ``extra``::
 >>> import io, json, logging
 >>> out = io.StringIO()
 >>> _ = configure_logging("INFO", stream=out, json_lines=True)
->>> logging.getLogger("giftguard.demo").info("scored %s", "square:1", extra={"event_id": "square:1"})
+>>> log = logging.getLogger("giftguard.demo")
+>>> log.info("scored %s", "square:1", extra={"event_id": "square:1"})
 >>> record = json.loads(out.getvalue())
 >>> record["level"], record["logger"], record["message"], record["event_id"]
 ('info', 'giftguard.demo', 'scored square:1', 'square:1')

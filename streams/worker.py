@@ -18,8 +18,10 @@ from sinks.console import ConsoleSink
 from sinks.metrics import worker_metrics
 from streams.actions import AlertActions
 from streams.admin import ensure_topics
-from streams.agents import Worker, register
+from streams import topics
+from streams.agents import Worker, raw_topic, register
 from streams.app import create_app
+from streams.logs import configure_logging
 from streams.settings import Settings
 from streams.views import register_views
 
@@ -30,7 +32,7 @@ def alert_sink(settings: Settings, messages: Counter, locations: Locations) -> A
     """Slack when a bot token is set, the console otherwise."""
     if settings.slack_bot_token is None:
         return ConsoleSink()
-    from sinks.slack import SlackAlertSink  # noqa: PLC0415 - only with a token
+    from sinks.slack import SlackAlertSink
 
     settings.require("slack_channel", why="alerts go to this Slack channel")
 
@@ -53,14 +55,20 @@ def build_worker(settings: Settings, web_port: int = 6066, host: str = "127.0.0.
     engine = Engine(policy=Policy.load(settings.giftguard_policy), locations=locations)
     app = create_app(settings, web_port=web_port, web_host=host)
     w = register(app, engine, metrics, on_alert=_not_ready, partitions=settings.giftguard_partitions)
-    holds = app.topic("giftcard.holds", key_type=str, value_type=bytes, key_serializer="raw",
-                      value_serializer="raw", partitions=settings.giftguard_partitions)
+    holds = raw_topic(app, topics.HOLDS, settings.giftguard_partitions)
 
     async def send_hold(key: str, value: bytes) -> object:
-        return await holds.send(key=key, value=value)
+        return await holds.send(key=key.encode(), value=value)
 
-    w.on_alert = AlertActions(settings.giftguard_hold_mode,
-                              alert_sink(settings, metrics.slack_messages, locations), send_hold, metrics)
+    actions = AlertActions(settings.giftguard_hold_mode,
+                           alert_sink(settings, metrics.slack_messages, locations), send_hold,
+                           metrics)
+    w.on_alert = actions
+
+    @app.on_before_shutdown.connect
+    async def close_sinks(app: faust.App, **kwargs: object) -> None:
+        await actions.sink.close()  # delivers what is queued, releases connections
+
     register_views(app, registry)
     return app, w
 
@@ -76,8 +84,9 @@ def run(settings: Settings, web_port: int = 6066, host: str = "127.0.0.1") -> in
     print(f"GiftGuard worker: Kafka {settings.kafka_bootstrap_servers}, "
           f"web http://{host}:{web_port} (/metrics, /healthz), hold mode "
           f"{settings.giftguard_hold_mode}", flush=True)
-    worker = FaustWorker(app, loglevel=os.environ.get("GIFTGUARD_LOG_LEVEL", "warning"),
-                         redirect_stdouts=False)
+    level = os.environ.get("GIFTGUARD_LOG_LEVEL", "WARNING").upper()
+    configure_logging(level)  # JSON lines unless on a terminal; Faust keeps its hands off
+    worker = FaustWorker(app, loglevel=level, redirect_stdouts=False, override_logging=False)
     worker.spinner = None  # a progress spinner only mangles logs that are not on a terminal
     worker.execute_from_commandline()
     return 0

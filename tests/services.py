@@ -108,8 +108,7 @@ def start_bridge(bootstrap: str, log_dir: Path, notification_url: str | None = N
 
 
 def start_worker(bootstrap: str, log_dir: Path, name: str = "worker", **extra: str) -> Service:
-    """A worker on a free web port with its own data directory (memory store unless told)."""
+    """A worker on a free web port with its own data directory (RocksDB store, the default)."""
     port = free_port()
-    env = base_env(bootstrap, GIFTGUARD_DATA_DIR=str(log_dir / f"{name}-data"),
-                   GIFTGUARD_STORE="memory://", **extra)
+    env = base_env(bootstrap, GIFTGUARD_DATA_DIR=str(log_dir / f"{name}-data"), **extra)
     return start(name, ["worker", "--web-port", str(port)], env, log_dir, port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -92,3 +93,14 @@ def test_the_scrape_config_loads_the_rules_and_scrapes_bridge_and_workers() -> N
                     "giftguard-worker": ["worker-1:6066", "worker-2:6067"]}
     assert all(job.get("metrics_path", "/metrics") == "/metrics"
                for job in config["scrape_configs"])
+
+
+def test_every_runbook_link_has_a_section_in_the_operating_guide() -> None:
+    guide = (PROMETHEUS.parent / "README.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+               for line in guide.splitlines() if line.startswith("#")}
+    for rule in rules():
+        if "alert" in rule:
+            url = rule["annotations"]["runbook_url"]
+            assert url.startswith("deploy/README.md#"), url
+            assert url.split("#", 1)[1] in anchors, url

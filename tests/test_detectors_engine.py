@@ -25,8 +25,22 @@ def test_engine_works_without_policy_or_locations():
 
 
 def test_sale_forwards_to_location_and_instrument():
-    out = Engine().on_card_event(ev("activate", 5000, 0, payment_ref="p1"), None)
+    out = Engine().on_card_event(ev("activate", 20000, 0, payment_ref="p1"), None)
     assert out.forward == ("loc:L1", "pi:p1")
+    # Instrument windows only hold high-value sales.
+    out = Engine().on_card_event(ev("activate", 5000, 0, payment_ref="p1"), None)
+    assert out.forward == ("loc:L1",)
+
+
+def test_manual_credit_without_sale_is_forwarded_to_location_and_employee():
+    engine = Engine()
+    out = engine.on_card_event(ev("activate", 500, 0), None)
+    out = engine.on_card_event(ev("adjust_increment", 15000, 5, employee_id="E1"), out.state)
+    assert out.forward == ("loc:L1", "emp:E1")
+    # A refund of an earlier purchase is not.
+    out = engine.on_card_event(ev("redeem", 4000, 10), out.state)
+    out = engine.on_card_event(ev("refund", 4000, 20, employee_id="E1"), out.state)
+    assert out.forward == ()
 
 
 def test_redemptions_are_not_forwarded():
@@ -130,6 +144,8 @@ def test_policy_errors_name_the_key(tmp_path: Path):
 
 def test_default_policy_file_matches_the_built_in_defaults():
     path = Path(__file__).parents[1] / "detectors" / "default_policy.yaml"
+    assert path.read_text() == Policy.load(None).to_yaml(), \
+        "regenerate it: python -m detectors.policy > detectors/default_policy.yaml"
     assert Policy.load(path).to_dict() == Policy.load(None).to_dict()
 
 

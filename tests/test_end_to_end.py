@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from streams import topics
 from streams.signatures import SQUARE_SIGNATURE_HEADER, square_signature
@@ -161,6 +162,17 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
     holds_before = await end_offsets(bootstrap, topics.HOLDS)
     tx_before = await end_offsets(bootstrap, topics.TRANSACTIONS)
 
+    dlq_before = await end_offsets(bootstrap, topics.DEADLETTER)
+    # A record the bridge would never write (not JSON) goes straight onto the topic: the worker
+    # must dead-letter it and go on with the events behind it.
+    poison = f"not an event {run}".encode()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.TRANSACTIONS, poison, key=drain_card.encode())
+    finally:
+        await producer.stop()
+
     async with aiohttp.ClientSession() as session:
         forged = envelope("REDEEM", activity_id=f"act-{run}-forged", card_id=f"gftc:f-{run}")
         assert await _post(session, bridge, forged, key="not-the-key") == 401
@@ -187,10 +199,17 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
                           "occurred_at", "decided_at", "score", "level", "rules", "reasons",
                           "amount_at_risk_minor", "action", "model_version"}
 
+    dead = [r for r in await read_since(bootstrap, topics.DEADLETTER, dlq_before, timeout=3)
+            if r.value == poison]
+    assert len(dead) == 1
+    headers = {k: v.decode() for k, v in dead[0].headers}
+    assert headers[topics.DLQ_SOURCE] == "worker" and headers[topics.DLQ_REASON] == "invalid_event"
+    assert headers[topics.DLQ_TOPIC] == topics.TRANSACTIONS and headers[topics.DLQ_OFFSET].isdigit()
+
     # Nothing from the forged request reached Kafka.
     tx = await read_since(bootstrap, topics.TRANSACTIONS, tx_before, timeout=5)
     assert not [r for r in tx if r.key == f"gftc:f-{run}".encode()]
-    assert len(tx) == len(statuses)
+    assert len([r for r in tx if run.encode() in r.key]) == len(statuses) + 1  # + the poison
 
     # Slack got one Block Kit message per alert, with the card's last four digits only.
     ids = {a["alert_id"] for a in alerts}
@@ -217,8 +236,18 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
         return _metric(metrics, name, **labels) - _metric(baseline, name, **labels)
 
     assert delta("giftguard_events_total") == len(statuses)
+    assert delta("giftguard_deadletter_total", source="worker") == 1
     assert delta("giftguard_events_total", type="activate") == 10
     assert delta("giftguard_alerts_total") == len(alerts)
     assert delta("giftguard_alert_rules_total", rule="rapid_drain") >= 1
     assert delta("giftguard_alert_rules_total", rule="bulk_purchase") >= 1
     assert delta("giftguard_slack_messages_total", outcome="sent") == len(alerts)
+
+    # State gauges: table sizes and consumer lag are exported (updated every few seconds).
+    for _ in range(30):
+        text = worker.get("/metrics")[1].decode()
+        if _metric(text, "giftguard_table_keys", table="cards") >= 11:
+            break
+        await asyncio.sleep(0.5)
+    assert _metric(text, "giftguard_table_keys", table="cards") >= 11
+    assert "giftguard_consumer_lag_messages{" in text

@@ -14,11 +14,12 @@ Times are integer milliseconds since the epoch (UTC).
 
 from __future__ import annotations
 
-import base64
 import math
 import random
+from base64 import b64encode
 from bisect import bisect
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from itertools import accumulate
 from zoneinfo import ZoneInfo
 
@@ -118,18 +119,24 @@ def distance_km(a: Location, b: Location) -> float:
     return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
 
 
-_B64_CLEAN = str.maketrans("+/=", "xQz")
+_GAN_STEP = 61_803_398_877  # coprime with 10**11: a full-period walk
+_B64_CLEAN = bytes.maketrans(b"+/", b"xQ")
+_UUID_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID_V4 = (0x4 << 76) | (0x2 << 62)
 
 
 class Ids:
     """Square-looking identifiers drawn from the run's random generator."""
 
-    __slots__ = ("_bits", "_bytes", "_gans")
+    __slots__ = ("_bits", "_gans", "_step")
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, lane: int = 0, lanes: int = 1,
+                 gan_seed: int = 0) -> None:
         self._bits = rng.getrandbits
-        self._bytes = rng.randbytes
-        self._gans = rng.randrange(10**11)
+        # GANs walk one full-period sequence; each of ``lanes`` generators takes every
+        # ``lanes``-th step from its own offset, so GANs stay unique across shards.
+        self._step = _GAN_STEP * lanes % 10**11
+        self._gans = (gan_seed + _GAN_STEP * lane) % 10**11
 
     def hex32(self) -> str:
         return f"{self._bits(128):032x}"
@@ -142,18 +149,20 @@ class Ids:
 
     def gan(self) -> str:
         """A 16-digit GAN, unique within a run (a full-period walk over 11 digits)."""
-        self._gans = (self._gans + 61_803_398_875) % 10**11
-        return f"77833{self._gans:011d}"
+        gan = self._gans
+        self._gans = (gan + self._step) % 10**11
+        return f"77833{gan:011d}"
 
     def event_id(self) -> str:
         """A random (version 4) UUID, as Square's webhook ``event_id``."""
-        h = f"{self._bits(128):032x}"
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        x = (self._bits(128) & _UUID_MASK) | _UUID_V4
+        h = f"{x:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def token(self, length: int) -> str:
-        """A base-62-looking token such as Square's payment and order ids."""
-        raw = base64.b64encode(self._bytes((length * 3 + 3) // 4)).decode()
-        return raw.translate(_B64_CLEAN)[:length]
+        """A base-62-looking token such as Square's payment and order ids (``length`` <= 40)."""
+        raw = b64encode(self._bits(240).to_bytes(30, "little")).translate(_B64_CLEAN)
+        return raw[:length].decode()
 
     def payment_id(self) -> str:
         return self.token(29)
@@ -168,31 +177,42 @@ class Ids:
 class Clock:
     """Local calendar days and business hours of locations, relative to the run's first day."""
 
-    __slots__ = ("start_ms", "_start", "_midnights", "_rng")
+    __slots__ = ("start_ms", "_start", "_mid", "_rng")
 
-    def __init__(self, start: date, rng: random.Random) -> None:
+    #: Local midnights are precomputed for days ``-FIRST_DAY`` .. ``days + SPARE_DAYS``.
+    FIRST_DAY = 400
+    SPARE_DAYS = 400
+
+    def __init__(self, start: date, rng: random.Random, days: int = 0) -> None:
         self._start = start
         self.start_ms = int(datetime(start.year, start.month, start.day,
                                      tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
-        self._midnights: dict[tuple[str, int], int] = {}
         self._rng = rng
+        self._mid = _midnights(start, self.FIRST_DAY, self.FIRST_DAY + days + self.SPARE_DAYS)
 
     def midnight(self, tz: str, day: int) -> int:
         """UTC milliseconds of local midnight on day ``day`` (0 = the start date) in ``tz``."""
-        key = (tz, day)
-        ms = self._midnights.get(key)
-        if ms is None:
+        try:
+            return self._mid[tz][day + self.FIRST_DAY]
+        except (KeyError, IndexError):
             d = self._start + timedelta(days=day)
-            ms = int(datetime(d.year, d.month, d.day, tzinfo=ZoneInfo(tz)).timestamp() * 1000)
-            self._midnights[key] = ms
-        return ms
+            return int(datetime.combine(d, time(), ZoneInfo(tz)).timestamp() * 1000)
 
     def day_of(self, loc: Location, ms: int) -> int:
         """The local day index of ``ms`` at ``loc``."""
         day = (ms - self.start_ms) // DAY_MS
-        while ms < self.midnight(loc.timezone, day):
+        mids = self._mid[loc.timezone]
+        i = day + self.FIRST_DAY
+        if 0 < i < len(mids) - 2:
+            while ms < mids[i]:
+                i -= 1
+            while ms >= mids[i + 1]:
+                i += 1
+            return i - self.FIRST_DAY
+        midnight, tz = self.midnight, loc.timezone
+        while ms < midnight(tz, day):
             day -= 1
-        while ms >= self.midnight(loc.timezone, day + 1):
+        while ms >= midnight(tz, day + 1):
             day += 1
         return day
 
@@ -203,7 +223,8 @@ class Clock:
     def busy_time(self, loc: Location, day: int) -> int:
         """A random moment of local day ``day`` weighted by the location's trading hours."""
         rnd = self._rng.random
-        i = bisect(loc.cum_weights, rnd() * loc.cum_weights[-1])
+        cum = loc.cum_weights
+        i = bisect(cum, rnd() * cum[-1])
         return self.midnight(loc.timezone, day) + int((loc.hours[i] + rnd()) * HOUR_MS)
 
     def night_time(self, loc: Location, day: int) -> int:
@@ -221,6 +242,19 @@ class Clock:
                 return ms
             day += 1
         return after_ms + self._rng.randint(MINUTE_MS, HOUR_MS)
+
+
+@lru_cache(maxsize=8)
+def _midnights(start: date, before: int, count: int) -> dict[str, tuple[int, ...]]:
+    """UTC milliseconds of local midnight per zone, for ``count`` days from ``start - before``."""
+    first = start - timedelta(days=before)
+    out = {}
+    for tz in sorted({city[3] for city in CITIES} | {HQ[2]}):
+        zone = ZoneInfo(tz)
+        out[tz] = tuple(
+            int(datetime.combine(first + timedelta(days=i), time(), zone).timestamp() * 1000)
+            for i in range(count))
+    return out
 
 
 _NIGHT_CUM = tuple(accumulate(_NIGHT_WEIGHTS))

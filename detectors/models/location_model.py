@@ -1,0 +1,216 @@
+"""Per-location models of card sales: a normal rate of high-value sales, and Half-Space Trees.
+
+Kept in the location's entity state (``loc:<id>``):
+
+* two decayed-rate baselines (:class:`~detectors.models.rate.DecayedRate`'s maths on floats) of high-value sales (half-lives of
+  days and of hours), giving the number of such sales to *expect* in the bulk-purchase window —
+  the short one follows a holiday rush within hours, the long one remembers a normal week;
+* Half-Space Trees (:class:`~detectors.models.compact_hst.CompactHST`, River's algorithm) over
+  scaled features of each sale — amount, local hour, recent pace of sales against the baseline,
+  high-value sales in the window — with a running upper-quantile threshold of its own scores
+  (a one-float stochastic quantile estimate). A sale scoring above the location's threshold adds
+  a model signal to the risk score.
+
+Sales that raised an alert are not learned (River's ``protect_anomaly_detector`` idea): a bulk
+batch must not teach the store that batches are normal.
+
+>>> from detectors.entity import EntityState
+>>> from detectors.locations import Locations
+>>> from detectors.testing import ev
+>>> m, es = LocationModel(Params(window_size=20)), EntityState()
+>>> for i in range(200):                       # a $25 card every 20 minutes, all week
+...     e = ev("activate", 2500, i * 20, loc="S1", card=f"c{i}")
+...     m.learn_one(es, e, e.ts, Locations())
+>>> e = ev("activate", 50000, 200 * 20, loc="S1", card="odd")
+>>> [(name, round(v, 2)) for name, v in m.score_one(es, e, e.ts, Locations())]
+[('location_anomaly', 0.08)]
+>>> m.expected_big(es, e.ts, 3600)   # high-value sales expected in an hour: the floor here
+0.5
+>>> m.expected_big(EntityState(), e.ts, 3600) is None   # a new location has no baseline
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from detectors.entity import EntityState
+from detectors.events import Event
+from detectors.locations import Locations
+from detectors.models.compact_hst import CompactHST, HSTState
+
+FEATURES = ("amount", "hour", "pace", "big_in_window")
+_LN2 = math.log(2)
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Settings of :class:`LocationModel` (policy section ``models.location_model``)."""
+
+    enabled: bool = True
+    long_half_life_hours: float = 72.0
+    short_half_life_hours: float = 3.0
+    min_big_per_hour: float = 0.5    # a floor on the expected rate of high-value sales
+    min_history_hours: float = 24.0  # before this, a location has no baseline to compare with
+    big_amount_minor: int = 10000
+    hst: bool = True
+    n_trees: int = 8
+    height: int = 5
+    window_size: int = 100
+    seed: int = 42
+    quantile: float = 0.98
+    quantile_rate: float = 0.02
+    max_signal: float = 0.2
+
+
+# Entity stats layout: three floats (count, t_ref, t_first) per rate, then the score quantile.
+_BIG_LONG, _BIG_SHORT, _ALL_LONG, _ALL_SHORT, _Q = 0, 3, 6, 9, 12
+_N_STATS = 13
+
+
+def _rate(st: list[float], at: int, half_life_h: float, ts: float, prior: float) -> float:
+    """:meth:`DecayedRate.rate` on the three floats at ``st[at:at + 3]`` (no object)."""
+    count, t_ref, t_first = st[at], st[at + 1], st[at + 2]
+    if not t_first:
+        return prior
+    if ts > t_ref:
+        count *= math.exp(-_LN2 * (ts - t_ref) / (half_life_h * 3600))
+    tau_h = half_life_h / _LN2
+    age_h = max(1.0, (ts - t_first) / 3600.0)
+    return count / (tau_h * -math.expm1(-age_h / tau_h))
+
+
+def _count(st: list[float], at: int, half_life_h: float, ts: float) -> None:
+    """:meth:`DecayedRate.learn_one` on the three floats at ``st[at:at + 3]``; an event older
+    than the last one counts with the weight it has decayed to since."""
+    count, t_ref = st[at], st[at + 1]
+    if t_ref and ts > t_ref:
+        count *= math.exp(-_LN2 * (ts - t_ref) / (half_life_h * 3600))
+        weight = 1.0
+    elif t_ref:
+        weight = math.exp(-_LN2 * (t_ref - ts) / (half_life_h * 3600))
+    else:
+        weight = 1.0
+    st[at] = round(count + weight, 4)
+    st[at + 1] = max(ts, t_ref)
+    if not st[at + 2] or ts < st[at + 2]:
+        st[at + 2] = ts
+
+
+class Assessment:
+    """One sale as the location model saw it: features, trees state and anomaly score."""
+
+    __slots__ = ("hst", "score", "x")
+
+    def __init__(self, x: list[float] | None, hst: HSTState | None, score: float) -> None:
+        self.x = x
+        self.hst = hst
+        self.score = score
+
+
+class LocationModel:
+    """Rate baselines and Half-Space Trees of one location's sales (see the module docstring)."""
+
+    name = "location_model"
+    Params = Params
+
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = p = params or Params()
+        self.hst = CompactHST(list(FEATURES), n_trees=p.n_trees, height=p.height,
+                              window_size=p.window_size, seed=p.seed)
+
+    @staticmethod
+    def _stats(es: EntityState) -> list[float]:
+        if len(es.stats) != _N_STATS:
+            es.stats = [0.0] * _N_STATS
+        return es.stats
+
+    def expected_big(self, es: EntityState, ts: float, window_s: float) -> float | None:
+        """High-value sales a normal window of ``window_s`` seconds holds here; ``None`` while
+        the location is younger than ``min_history_hours`` (no baseline yet)."""
+        p = self.params
+        st = self._stats(es)
+        if not st[_ALL_LONG + 2] or ts - st[_ALL_LONG + 2] < p.min_history_hours * 3600:
+            return None
+        rate = max(_rate(st, _BIG_LONG, p.long_half_life_hours, ts, 0.0),
+                   _rate(st, _BIG_SHORT, p.short_half_life_hours, ts, 0.0), p.min_big_per_hour)
+        return rate * window_s / 3600.0
+
+    def usual_big_share(self, es: EntityState, ts: float) -> float:
+        """The share of this location's sales that are high-value, normally (0.05-0.95)."""
+        p = self.params
+        st = self._stats(es)
+        big = _rate(st, _BIG_LONG, p.long_half_life_hours, ts, 0.0)
+        every = _rate(st, _ALL_LONG, p.long_half_life_hours, ts, 0.0)
+        share = big / every if every > 0 else 0.25
+        return min(0.95, max(0.05, share))
+
+    def features(self, es: EntityState, event: Event, ts: float,
+                 locations: Locations) -> list[float]:
+        """Amount, local hour, recent pace of sales and high-value sales in the window, in [0, 1]."""
+        p = self.params
+        st = self._stats(es)
+        amount = min(1.0, math.log10(max(1, event.amount_minor)) / 6.0)
+        hour = locations.local_hour(event.location_id, ts)
+        usual = _rate(st, _ALL_LONG, p.long_half_life_hours, ts, 1.0)
+        recent = _rate(st, _ALL_SHORT, p.short_half_life_hours, ts, 0.0)
+        pace = recent / (recent + usual) if recent + usual > 0 else 0.5
+        big = 0
+        for r in es.sales:
+            if r[2] >= p.big_amount_minor:
+                big += 1
+        return [amount, (hour if hour is not None else 12.0) / 24.0, pace, big / (big + 4.0)]
+
+    def assess(self, es: EntityState, event: Event, ts: float,
+               locations: Locations) -> Assessment:
+        """Score a sale with the location's trees (before learning it)."""
+        if not self.params.hst:
+            return Assessment(None, None, 0.0)
+        x = self.features(es, event, ts, locations)
+        st = self.hst.decode(es.model) if es.model else self.hst.new_state()
+        return Assessment(x, st, self.hst.score_one(st, x))
+
+    def signals(self, es: EntityState, a: Assessment) -> list[tuple[str, float]]:
+        """``[("location_anomaly", signal)]`` when the sale is above the location's quantile."""
+        q = self._stats(es)[_Q]
+        if a.score <= q or q <= 0:
+            return []
+        p = self.params
+        return [("location_anomaly", p.max_signal * min(1.0, (a.score - q) / max(1e-6, 1 - q)))]
+
+    def score_one(self, es: EntityState, event: Event, ts: float,
+                  locations: Locations) -> list[tuple[str, float]]:
+        return self.signals(es, self.assess(es, event, ts, locations))
+
+    def learn_one(self, es: EntityState, event: Event, ts: float, locations: Locations,
+                  a: Assessment | None = None) -> None:
+        """Take a (not flagged) sale into the location's baselines and trees."""
+        p = self.params
+        st = self._stats(es)
+        if p.hst:
+            if a is None:
+                a = self.assess(es, event, ts, locations)
+            if not a.hst.first_window:
+                # Stochastic quantile: up by q * rate above it, down by (1 - q) * rate below.
+                q = st[_Q]
+                st[_Q] = q + p.quantile_rate * (p.quantile if a.score > q else p.quantile - 1.0)
+            self.hst.learn_one(a.hst, a.x)
+            es.model = self.hst.encode(a.hst)
+        _count(st, _ALL_LONG, p.long_half_life_hours, ts)
+        _count(st, _ALL_SHORT, p.short_half_life_hours, ts)
+        for at in (_BIG_LONG, _BIG_SHORT):       # the high-value baselines start with the store
+            if not st[at + 2]:
+                st[at + 1] = st[at + 2] = ts
+
+    def learn_window_exits(self, es: EntityState, rows: list[list]) -> None:
+        """Count high-value sales that left the bulk window into the baselines — unless they
+        were part of a flagged batch (``row[4]``). Counting them only once they leave keeps the
+        baseline to what came *before* the window, so a batch cannot raise its own bar."""
+        p = self.params
+        st = self._stats(es)
+        for row in rows:
+            if (len(row) > 4 and row[4]) or row[2] < p.big_amount_minor:
+                continue
+            _count(st, _BIG_LONG, p.long_half_life_hours, row[0])
+            _count(st, _BIG_SHORT, p.short_half_life_hours, row[0])
