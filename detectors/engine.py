@@ -56,6 +56,7 @@ from detectors.rules.bulk_purchase import BulkPurchase
 from detectors.rules.dormant_drain import DormantDrain
 from detectors.rules.impossible_travel import ImpossibleTravel
 from detectors.rules.insider_credit import InsiderCredit
+from detectors.rules.known_instrument import KnownFraudInstrument
 from detectors.rules.rapid_drain import RapidDrain
 from detectors.rules.slow_drain import SlowDrain, decayed
 from detectors.score import combine, level_of
@@ -115,11 +116,13 @@ class Engine:
         self.slow_drain = SlowDrain()
         self.insider_credit = InsiderCredit()
         self.bulk_purchase = BulkPurchase()
+        self.known_instrument = KnownFraudInstrument()
         default = self.policy.default
         self.card_stats = CardStats(default.model("card_stats"))
         self.location_model = LocationModel(default.model("location_model"))
         self.feedback = FeedbackModel(default.model("feedback"))
         self._loc_h: dict[str, int] = {}
+        self._places: dict[str, tuple] = {}
         self._last_ts = 0.0
 
     # -- helpers ----------------------------------------------------------------------------
@@ -134,6 +137,19 @@ class Engine:
         if event.channel is not None:
             return event.channel == "online"
         return self.locations.is_online(event.location_id)
+
+    def _place(self, location_id: str) -> tuple:
+        """What the engine needs about a location, computed once: its hash, whether it sells
+        online, its policy, and the enabled redemption rules with their thresholds there."""
+        lp = self.policy.at(location_id)
+        rules = lp.rules
+        spend = tuple((rule, rules[rule.name]) for rule in (
+            self.rapid_drain, self.impossible_travel, self.dormant_drain, self.slow_drain)
+            if rules[rule.name].enabled)
+        place = (self._hash_loc(location_id), self.locations.is_online(location_id), lp, spend)
+        if len(self._places) < 100_000:
+            self._places[location_id] = place
+        return place
 
     def _where(self, location_id: str) -> str:
         loc = self.locations.get(location_id)
@@ -154,9 +170,11 @@ class Engine:
         if ts > self._last_ts:
             self._last_ts = ts
         amount = event.amount_minor
-        loc_h = self._hash_loc(event.location_id)
-        online = self._online(event)
-        lp = self.policy.at(event.location_id)
+        place = self._places.get(event.location_id)
+        if place is None:
+            place = self._place(event.location_id)
+        loc_h, loc_online, lp, spend_rules = place
+        online = loc_online if event.channel is None else event.channel == "online"
         hits: list[Hit] = []
         signals: list[tuple[str, float]] = []
         forward: tuple[str, ...] = ()
@@ -167,9 +185,24 @@ class Engine:
             if debit > 0:
                 ctx = CardContext(s, event, event.location_id, loc_h, ts, debit, online,
                                   self.locations, event.currency)
-                self._spend_rules(ctx, lp, hits)
+                for rule, p in spend_rules:
+                    hit = rule.check(ctx, p)
+                    if hit is not None:
+                        hits.append(hit)
+                p = lp.rules["insider_credit"]
+                if p.enabled and s.manual_amt:
+                    hit = self.insider_credit.check_spend(ctx, p)
+                    if hit is not None:
+                        hits.append(hit)
                 if self.card_stats.params.enabled:
                     signals.extend(self.card_stats.score_one(s, debit, ts))
+                if s.t_alert and lp.alert.carry_over > 0:
+                    # Spending on a card already alerted on is as suspicious as the alert was.
+                    age_days = max(0.0, ts - s.t_alert) / 86400
+                    carry = (lp.alert.carry_over * s.alert_score / 100
+                             * 0.5 ** (age_days / lp.alert.carry_over_days))
+                    if carry > 0.01:
+                        signals.append(("card_alerted", carry))
                 learn_debit = debit
             elif credit_back > 0:
                 s.drained = max(0, s.drained - credit_back)
@@ -177,6 +210,12 @@ class Engine:
                 s.balance += credit_back
         elif typ in SALE_TYPES:
             self._apply_sale(s, event, ts, amount, loc_h, online)
+            p = lp.rules["known_fraud_instrument"]
+            if p.enabled and event.payment_ref and self.feedback.place:
+                hit = self.known_instrument.check(
+                    self.feedback.instrument_confirmed(event.payment_ref, ts), amount, p)
+                if hit is not None:
+                    hits.append(hit)
             forward = (f"loc:{event.location_id}",)
             # Instrument windows only hold high-value sales: forward nothing else there.
             if event.payment_ref and amount >= lp.rules["bulk_purchase"].min_card_amount_minor:
@@ -212,10 +251,17 @@ class Engine:
 
         score = 0.0
         alerts = []
-        if hits or signals:
-            fm = self.feedback
+        fm = self.feedback
+        context = (fm.location_signal(event.location_id, ts)
+                   if fm.place and fm.params.enabled and (learn_debit or typ in SALE_TYPES)
+                   else None)
+        if context and not (hits or signals):
+            # Only the place's history: a small score, nothing to learn or remember.
+            score = combine((), context, fm.weights_at(("location_risk",), event.location_id))
+        elif hits or signals:
+            if context:
+                signals.extend(context)
             if fm.params.enabled:
-                signals.extend(fm.place_signals(event.location_id, event.payment_ref, ts))
                 features = _features(hits, signals, typ, online)
                 learned = fm.learned(features)
                 if learned > 0:
@@ -228,7 +274,10 @@ class Engine:
                 weights = {}
             score = combine(hits, signals, weights)
             if hits:
-                alert = self._maybe_alert(f"card:{event.card_id}", event, s, hits, score, lp)
+                # An alert stands on this event's own evidence, not on the card's past alert.
+                own = (combine(hits, [x for x in signals if x[0] != "card_alerted"], weights)
+                       if s.t_alert else score)
+                alert = self._maybe_alert(f"card:{event.card_id}", event, s, hits, own, lp)
                 if alert is not None:
                     alerts.append(alert)
         if learn_debit:
@@ -239,7 +288,8 @@ class Engine:
             s.balance = event.balance_after_minor
         if not s.t_first:
             s.t_first = int(ts)
-        s.n_events += 1
+        if s.n_events < 65535:
+            s.n_events += 1
         return Outcome(s.encode(), alerts, score, forward)
 
     def _resolve_redemption(self, s: CardState, event: Event) -> tuple[int, int]:
@@ -275,21 +325,6 @@ class Engine:
             s.set_pending(activity, amount, P_PENDING)
         return amount, 0
 
-    def _spend_rules(self, ctx: CardContext, lp: LocationPolicy, hits: list[Hit]) -> None:
-        rules = lp.rules
-        for rule, p in ((self.rapid_drain, rules["rapid_drain"]),
-                        (self.impossible_travel, rules["impossible_travel"]),
-                        (self.dormant_drain, rules["dormant_drain"]),
-                        (self.slow_drain, rules["slow_drain"])):
-            if p.enabled:
-                hit = rule.check(ctx, p)
-                if hit is not None:
-                    hits.append(hit)
-        p = rules["insider_credit"]
-        if p.enabled and ctx.state.manual_amt:
-            hit = self.insider_credit.check_spend(ctx, p)
-            if hit is not None:
-                hits.append(hit)
 
     def _apply_debit(self, s: CardState, ts: float, amount: int, loc_h: int, online: bool,
                      lp: LocationPolicy) -> None:
@@ -302,7 +337,8 @@ class Engine:
         if amount <= p.max_amount_minor:
             count, total = decayed(s.sd_count, s.sd_sum, s.t_sd, ts, p.half_life_hours)
             s.sd_count, s.sd_sum, s.t_sd = count + 1.0, total + amount, int(ts)
-        s.n_redeem += 1
+        if s.n_redeem < 65535:
+            s.n_redeem += 1
         if not online:
             s.t_phys, s.phys_loc = int(ts), loc_h
         s.t_last = int(ts)
@@ -343,11 +379,12 @@ class Engine:
                      score: float, lp: LocationPolicy) -> Alert | None:
         ap = lp.alert
         level = level_of(score, ap.elevated, ap.high)
-        if level is None:
+        if level is None or max(h.score for h in hits) < ap.min_rule_score:
             return None
         mask = 0
         for h in hits:
-            mask |= _RULE_BIT.get(h.rule, 0)
+            if h.score >= ap.elevated:                 # weak, early evidence is not news
+                mask |= _RULE_BIT.get(h.rule, 0)
         ts = u32(event.ts)
         if s.t_alert and ts - s.t_alert < ap.realert_hours * 3600:
             if mask & ~s.alert_mask == 0 and score < s.alert_score + ap.realert_margin:
@@ -402,10 +439,14 @@ class Engine:
             window_s = p.window_minutes * 60
             lm = self.location_model
             use_lm = kind == "loc" and lm.params.enabled
-            if big or use_lm:
-                if any(r[0] == int(ts) and r[1] == card_id for r in es.sales):
-                    return Outcome(state, [], 0.0)         # a replayed event
-                # Location rows (every sale): [ts, card, amount, instrument, flagged].
+            if big:
+                its = int(ts)
+                for r in reversed(es.sales):               # newest first, by time
+                    if r[0] < its:
+                        break
+                    if r[0] == its and r[1] == card_id:
+                        return Outcome(state, [], 0.0)     # a replayed event
+                # Location rows: [ts, card, amount, instrument, flagged].
                 extra = [(event.payment_ref or "")[:8], 0] if kind == "loc" else None
                 left = es.push(es.sales, ts, card_id, amount, window_s=window_s, cap=64,
                                extra=extra)
@@ -414,15 +455,19 @@ class Engine:
             expected = None
             assessment = None
             share = 0.25
+            sales = None
             if use_lm:
-                expected = lm.expected_big(es, ts, window_s)
-                share = lm.usual_big_share(es, ts)
-                assessment = lm.assess(es, event, ts, self.locations)
-                signals.extend(lm.signals(es, assessment))
+                lm.count_sale(es, ts)
+                if big:
+                    assessment = lm.assess(es, event, ts, self.locations)
+                    expected = lm.expected_big(es, ts, window_s, assessment)
+                    share = lm.usual_big_share(es, ts, assessment)
+                    sales = lm.sales_in_window(es, ts, window_s)
+                    signals.extend(lm.signals(es, assessment))
             if big and p.enabled:
                 hit = self.bulk_purchase.check(kind, self._where(event.location_id), es.sales,
                                                card_id, amount, p, event.currency, expected,
-                                               share)
+                                               share, sales)
                 if hit is not None:
                     hits.append(hit)
                     if kind == "loc":
@@ -430,8 +475,10 @@ class Engine:
                         for row in es.sales:
                             if row[1] in batch:
                                 row[4] = 1                 # keep the batch out of the baseline
+            if assessment is not None:
+                lm.commit(es, assessment, flagged=bool(hits))  # flagged: not learned
             if use_lm and not hits:
-                lm.learn_one(es, event, ts, self.locations, assessment)  # flagged: not learned
+                lm.learn_sale(es, ts)
         elif event.type in MANUAL_TYPES:
             p = lp.rules["insider_credit"]
             if any(r[0] == int(ts) and r[1] == card_id and r[2] == amount for r in es.manual):
@@ -449,7 +496,7 @@ class Engine:
                                                 event.location_id)
                        if self.feedback.params.enabled else {})
             score = combine(hits, signals, weights)
-            if hits:
+            if hits and max(h.score for h in hits) >= lp.alert.min_rule_score:
                 level = level_of(score, lp.alert.elevated, lp.alert.high)
                 if level is not None:
                     es.t_alert = int(ts)

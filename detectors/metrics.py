@@ -168,6 +168,7 @@ class Tracker:
         self.pos = 0
         self.scores: list[float] = []
         self.truth: list[int] = []
+        self.cards: list[str] = []
         self.held: dict[str, int] = {}            # card -> position of the first alert naming it
         self.alerted_events: set[str] = set()
         self.card_fraud: dict[str, bool] = {}
@@ -184,6 +185,7 @@ class Tracker:
         self.scores.append(score)
         self.truth.append(1 if fraud else 0)
         card = event.card_id
+        self.cards.append(card)
         if fraud or card not in self.card_fraud:
             self.card_fraud[card] = fraud or self.card_fraud.get(card, False)
         for a in alerts:

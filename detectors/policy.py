@@ -50,8 +50,12 @@ class AlertParams:
 
     elevated: float = 55.0       # score at or above which an alert is raised
     high: float = 80.0           # score at or above which the alert is ``high``
+    min_rule_score: float = 45.0  # no alert unless one rule alone is this sure (weak evidence
+    #                               and model signals add up, but never alert on their own)
     realert_hours: float = 24.0  # the same rules on the same card alert again only after this
     realert_margin: float = 10.0  # ... or when the score rises by this much
+    carry_over: float = 0.9       # later spending on an alerted card inherits this share of
+    carry_over_days: float = 7.0  # ... the alert's score, halving every this many days
 
 
 def _coerce(section: str, name: str, default: Any, value: Any) -> Any:
@@ -169,6 +173,9 @@ class Policy:
     def from_dict(cls, data: dict[str, Any]) -> Policy:
         if not isinstance(data, dict):
             raise PolicyError("a policy must be a mapping")
+        # ``holds`` sections belong to the worker's hold policy (streams/holds.py): allowed in
+        # the same file, ignored here, and not part of the detectors' version digest.
+        data = {k: v for k, v in data.items() if k != "holds"}
         for key in data:
             if key not in (*_SECTIONS, "locations", "version"):
                 raise PolicyError(f"unknown section {key!r} (known: alert, rules, models, "
@@ -183,6 +190,7 @@ class Policy:
         for loc, sub in locations.items():
             if not isinstance(sub, dict):
                 raise PolicyError(f"locations.{loc} must be a mapping")
+            sub = {k: v for k, v in sub.items() if k != "holds"}
             for key in sub:
                 if key not in _SECTIONS:
                     raise PolicyError(f"unknown section {key!r} in locations.{loc}")

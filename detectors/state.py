@@ -46,6 +46,7 @@ _HEADER = struct.Struct(
     "BB"        # event-id ring index, number of pending entries
 )
 _EID = struct.Struct("<8I")
+_FIXED = struct.Struct(_HEADER.format + "8I")   # header and event-id ring in one go
 _PENDING = struct.Struct("<IiB")
 N_EIDS = 8
 MAX_PENDING = 4
@@ -154,11 +155,9 @@ class CardState:
          s.redeemed_total, s.sold_total, s.amt_mean, s.amt_var, s.gap_mean, s.gap_var, s.n_redeem,
          s.sd_count, s.sd_sum, s.t_sd, s.pr_count, s.t_probe, s.manual_amt, s.t_manual,
          s.manual_loc, s.last_dec, s.t_alert, s.alert_mask, s.alert_score, s.eid_idx,
-         s.n_pending) = _HEADER.unpack_from(raw, 0)
-        off = _HEADER.size
-        s.eids = list(_EID.unpack_from(raw, off))
+         s.n_pending, *s.eids) = _FIXED.unpack_from(raw, 0)
         if s.n_pending:
-            off += _EID.size
+            off = _FIXED.size
             s.pending = [_PENDING.unpack_from(raw, off + i * _PENDING.size)
                          for i in range(s.n_pending)]
         else:
@@ -167,19 +166,26 @@ class CardState:
 
     def encode(self) -> bytes:
         """The state as compact bytes (at most :data:`MAX_CARD_STATE_BYTES`)."""
-        pending = self.pending[-MAX_PENDING:]
-        try:
-            out = self._pack(pending, False)
-        except struct.error:          # a counter or amount out of range: clamp and retry
-            out = self._pack(pending, True)
-        out += _EID.pack(*self.eids)
+        pending = self.pending
+        if len(pending) > MAX_PENDING:
+            pending = pending[-MAX_PENDING:]
+        try:                          # fast path: every field already in range
+            out = _FIXED.pack(
+                VERSION, self.flags, self.n_events, self.balance, self.t_first, self.t_last,
+                self.t_credit, self.credit_amt, self.credit_base, self.drained, self.credit_loc,
+                self.t_phys, self.phys_loc, self.redeemed_total, self.sold_total, self.amt_mean,
+                self.amt_var, self.gap_mean, self.gap_var, self.n_redeem, self.sd_count,
+                self.sd_sum, self.t_sd, self.pr_count, self.t_probe, self.manual_amt,
+                self.t_manual, self.manual_loc, self.last_dec, self.t_alert, self.alert_mask,
+                self.alert_score, self.eid_idx, len(pending), *self.eids)
+        except struct.error:          # a counter, amount or time out of range: clamp
+            out = self._pack(pending) + _EID.pack(*self.eids)
         if pending:
             out += b"".join(_PENDING.pack(*p) for p in pending)
         return out
 
-    def _pack(self, pending: list, clamp: bool) -> bytes:
-        c = i32 if clamp else int
-        u = u32 if clamp else int
+    def _pack(self, pending: list) -> bytes:
+        c, u = i32, u32
         return _HEADER.pack(
             VERSION, self.flags, min(self.n_events, 65535), c(self.balance), u(self.t_first),
             u(self.t_last), u(self.t_credit), c(self.credit_amt), c(self.credit_base),

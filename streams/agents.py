@@ -11,13 +11,17 @@ partition and offset (Faust would otherwise skip the event silently), then goes 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import struct
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 from faust.types import EventT
 
 from detectors.alerts import Alert
@@ -46,6 +50,10 @@ class Worker:
     deadletter: faust.TopicT
     cards: Any
     entities: Any
+    #: Sets ``alert.action`` from the hold policy before the alert is published (actions.py).
+    classify: Callable[[Alert], None] | None = None
+    #: An extra alert for an event on a held card (value taken off it), from the hold registry.
+    held_alert: Callable[[Event], Alert | None] | None = None
 
 
 def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False) -> faust.TopicT:
@@ -72,19 +80,25 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
 
     @app.agent(w.transactions, name="score-cards")
     async def score_cards(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            try:
-                await _score_card(w, event)
-            except Exception as exc:
-                await _dead_letter(w, event, exc)
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            batch = _Batch()
+            for event in events:
+                try:
+                    await _score_card(w, event, batch)
+                except Exception as exc:
+                    await _dead_letter(w, event, exc)
+            await batch.commit(w)
 
     @app.agent(w.entity_events, name="score-entities")
     async def score_entities(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            try:
-                await _score_entity(w, event)
-            except Exception as exc:
-                await _dead_letter(w, event, exc)
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            batch = _Batch()
+            for event in events:
+                try:
+                    await _score_entity(w, event, batch)
+                except Exception as exc:
+                    await _dead_letter(w, event, exc)
+            await batch.commit(w)
 
     @app.agent(w.alerts, name="act-on-alerts")
     async def act_on_alerts(stream: faust.StreamT[bytes]) -> None:
@@ -127,34 +141,145 @@ def _update_gauges(w: Worker) -> None:
     w.metrics.table_keys.labels("entities").set(table_size(w.entities))
 
 
-async def _score_card(w: Worker, event: EventT) -> None:
+#: A card's table value starts with where the last event applied to it was read (a tag byte,
+#: the partition and offset in ``giftcard.transactions``), then the engine's state. After a crash
+#: Faust replays from the last committed offset while the table (RocksDB, changelog) may already
+#: hold later events; an event at or below the card's mark was applied and is skipped, however
+#: many events of the card the replay spans (the engine's own ring remembers only the last 8).
+_MARK = struct.Struct(">Bhq")
+_MARK_TAG = 0xA5
+
+
+def card_state(value: bytes | None) -> bytes | None:
+    """The engine's state in a ``cards`` table value (without the replay mark)."""
+    if value is not None and value[:1] == bytes([_MARK_TAG]):
+        return value[_MARK.size:]
+    return value
+
+
+#: The scoring agents take events in batches (Faust's ``take_events``): each event is still
+#: decided on its own, in order, but the Kafka writes of a whole batch are awaited together and
+#: its table writes follow, instead of one produce round trip per event. A batch is what is
+#: there, at most ``BATCH_MAX`` events, waiting at most ``BATCH_WITHIN`` seconds for more.
+BATCH_MAX = 500
+BATCH_WITHIN = 0.005
+
+
+async def _send(w: Worker, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
+    """Hand a record to the app's Kafka producer; returns the delivery future.
+
+    Straight to the producer rather than through ``Topic.send``: the bytes are final already,
+    and Faust's per-message path (future message, channel, sensors) was a tenth of the
+    worker's time in the benchmark profile (bench/RESULTS.md).
+    """
+    return await w.app.producer.send(topic, key, value, partition=None, timestamp=None,
+                                     headers=None)
+
+
+def _as_current(event: EventT) -> None:
+    """Make ``event`` Faust's current event in this task: tables pick the RocksDB partition and
+    the changelog partition of a key from it (in a batch, events come from many partitions)."""
+    _current_event.set(weakref.ref(event))
+
+
+class _Batch:
+    """One batch of a scoring agent: reads see the batch's earlier state writes; the records an
+    event sent are awaited with the whole batch's, and only then are the states written. An
+    event whose records Kafka refused is dead-lettered and its key's state is not written."""
+
+    def __init__(self) -> None:
+        self.sends: list[tuple[EventT, list[Awaitable[Any]], tuple[int, bytes] | None]] = []
+        self.states: dict[tuple[int, bytes], tuple[Any, EventT, bytes | None]] = {}
+
+    def get(self, table: Any, key: bytes, event: EventT) -> bytes | None:
+        hit = self.states.get((id(table), key))
+        if hit is not None:
+            return hit[2]
+        _as_current(event)
+        return table.get(key)
+
+    def defer(self, event: EventT, sent: list[Awaitable[Any]], table: Any, key: bytes,
+              value: bytes | None) -> None:
+        self.sends.append((event, sent, (id(table), key)))
+        self.states[(id(table), key)] = (table, event, value)
+
+    async def commit(self, w: Worker) -> None:
+        futures = [f for _, sent, _ in self.sends for f in sent]
+        results = await asyncio.gather(*futures, return_exceptions=True) if futures else []
+        refused: set[tuple[int, bytes]] = set()
+        i = 0
+        for event, sent, state_key in self.sends:
+            errors = [r for r in results[i:i + len(sent)] if isinstance(r, BaseException)]
+            i += len(sent)
+            if errors:
+                if state_key is not None:
+                    refused.add(state_key)
+                await _dead_letter(w, event, errors[0])  # type: ignore[arg-type]
+        for state_key, (table, event, value) in self.states.items():
+            if state_key in refused:
+                continue
+            _as_current(event)
+            if value is None:
+                table.pop(state_key[1], None)
+            else:
+                table[state_key[1]] = value
+
+
+async def _score_card(w: Worker, event: EventT, batch: _Batch | None = None) -> None:
     ev = Event.from_json(event.value)
     key = ev.card_id.encode()
-    outcome = w.engine.on_card_event(ev, w.cards.get(key))
-    if outcome.state is None:
+    msg = event.message
+    state = w.cards.get(key) if batch is None else batch.get(w.cards, key, event)
+    if state is not None and state[0] == _MARK_TAG:
+        _, partition, offset = _MARK.unpack_from(state)
+        if partition == msg.partition and msg.offset <= offset:
+            return  # a replay after a crash or rebalance: this event was applied already
+        state = state[_MARK.size:]
+    outcome = w.engine.on_card_event(ev, state)
+    sent = [await _send(w, topics.ENTITY_EVENTS, k.encode(), event.value)
+            for k in outcome.forward]
+    alerts = outcome.alerts
+    if w.held_alert is not None:
+        held = w.held_alert(ev)
+        if held is not None:
+            alerts = [*alerts, held]
+    sent += await _publish(w, ev, alerts, outcome.score)
+    value = (None if outcome.state is None
+             else _MARK.pack(_MARK_TAG, msg.partition, msg.offset) + outcome.state)
+    if batch is not None:  # the batch awaits the records, then writes the state
+        batch.defer(event, sent, w.cards, key, value)
+        return
+    # Only once Kafka has the alerts and forwarded events may the state say the event was
+    # applied: a crash in between then replays the event instead of losing what it raised.
+    await asyncio.gather(*sent)
+    if value is None:
         w.cards.pop(key, None)
     else:
-        w.cards[key] = outcome.state
-    for key in outcome.forward:
-        await w.entity_events.send(key=key.encode(), value=event.value)
-    await _publish(w, ev, outcome.alerts, outcome.score)
+        w.cards[key] = value
 
 
-async def _score_entity(w: Worker, event: EventT) -> None:
+async def _score_entity(w: Worker, event: EventT, batch: _Batch | None = None) -> None:
     key = event.message.key
     ev = Event.from_json(event.value)
-    outcome = w.engine.on_entity_event(key.decode(), ev, w.entities.get(key))
+    state = w.entities.get(key) if batch is None else batch.get(w.entities, key, event)
+    outcome = w.engine.on_entity_event(key.decode(), ev, state)
+    sent = await _publish(w, ev, outcome.alerts, None)
+    if batch is not None:
+        batch.defer(event, sent, w.entities, key, outcome.state)
+        return
+    await asyncio.gather(*sent)  # then the state
     if outcome.state is None:
         w.entities.pop(key, None)
     else:
         w.entities[key] = outcome.state
-    await _publish(w, ev, outcome.alerts, None)
 
 
-async def _publish(w: Worker, ev: Event, alerts: list[Alert], score: float | None) -> None:
-    """Count the decision, and write its alerts to ``giftcard.alerts``."""
+async def _publish(w: Worker, ev: Event, alerts: list[Alert], score: float | None,
+                   ) -> list[Awaitable[Any]]:
+    """Count the decision, and write its alerts to ``giftcard.alerts`` (the delivery futures)."""
     now = time.time()
     m = w.metrics
+    sent = []
     if score is not None:  # the card scope sees every event exactly once
         m.events.labels(ev.type, ev.source or "unknown").inc()
         m.scores.observe(score)
@@ -165,10 +290,13 @@ async def _publish(w: Worker, ev: Event, alerts: list[Alert], score: float | Non
         alert.decided_at = format_time(now)
         if alert.gan_last4 is None:
             alert.gan_last4 = ev.gan_last4
+        if w.classify is not None:
+            w.classify(alert)
         m.alerts.labels(alert.level).inc()
         for rule in alert.rules:
             m.alert_rules.labels(rule, alert.level).inc()
-        await w.alerts.send(key=alert.card_id.encode(), value=alert.to_json())
+        sent.append(await _send(w, topics.ALERTS, alert.card_id.encode(), alert.to_json()))
+    return sent
 
 
 async def _dead_letter(w: Worker, event: EventT, exc: Exception) -> None:

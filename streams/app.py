@@ -31,4 +31,8 @@ def create_app(settings: Settings, web_port: int = 6066, web_host: str = "127.0.
         # Tables are rebuilt from changelogs when a store is missing; keep standbys off by
         # default (a single worker has nobody to stand by for).
         table_standby_replicas=0,
+        # A worker that died (kill -9) is noticed after 10 s instead of Kafka's 45 s default,
+        # so its partitions move to the survivors sooner.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
     )

@@ -34,6 +34,7 @@ from streams.deadletter import deadletter_headers
 from streams.logs import configure_logging
 from streams.settings import Settings
 from streams.signatures import SQUARE_SIGNATURE_HEADER, verify_square
+from streams.slack_actions import SlackActions
 
 log = logging.getLogger("giftguard.bridge")
 
@@ -82,6 +83,10 @@ class Bridge:
         self.recent = RecentIds()
         self._in_flight: dict[str, asyncio.Future[web.Response]] = {}
         self._connector: asyncio.Task[None] | None = None
+        secret = settings.slack_signing_secret
+        self.slack_actions = SlackActions(
+            secret.get_secret_value() if secret is not None else None, lambda: self.producer,
+            on_answer=lambda status: self.metrics.requests.labels("slack", str(status)).inc())
 
     def _default_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -123,6 +128,7 @@ class Bridge:
         """The aiohttp application with every route."""
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/webhooks/square", self.square_webhook)
+        app.router.add_post("/slack/actions", self.slack_actions.handle)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_page)
         app.on_startup.append(self.start)

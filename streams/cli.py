@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("backtest", help="replay events offline through the detectors",
                    add_help=False)
+    sub.add_parser("audit", help="print a card's decisions and actions from giftcard.audit",
+                   add_help=False)
 
     p = sub.add_parser("demo", help="broker, bridge, worker and simulated traffic, alerts live")
     p.add_argument("--minutes", type=float, default=3.0, help="how much traffic to send")
@@ -84,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         from detectors.backtest import main as backtest_main
 
         return backtest_main(argv[1:])
+    if argv and argv[0] == "audit":
+        from streams.audit import main as audit_main
+
+        return audit_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "broker" and args.data_dir is None:
         from streams.broker import DEFAULT_DATA_DIR

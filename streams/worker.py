@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 from faust.worker import Worker as FaustWorker
@@ -12,15 +14,14 @@ from prometheus_client import CollectorRegistry, Counter
 
 from detectors.engine import Engine
 from detectors.locations import Locations
-from detectors.policy import Policy
 from sinks.base import AlertSink
 from sinks.console import ConsoleSink
 from sinks.metrics import worker_metrics
-from streams.actions import AlertActions
+from streams.actions import wire_actions
 from streams.admin import ensure_topics
-from streams import topics
-from streams.agents import Worker, raw_topic, register
+from streams.agents import Worker, register
 from streams.app import create_app
+from streams.holds import load_policies
 from streams.logs import configure_logging
 from streams.settings import Settings
 from streams.views import register_views
@@ -28,8 +29,10 @@ from streams.views import register_views
 log = logging.getLogger("giftguard.worker")
 
 
-def alert_sink(settings: Settings, messages: Counter, locations: Locations) -> AlertSink:
-    """Slack when a bot token is set, the console otherwise."""
+def alert_sink(settings: Settings, messages: Counter, locations: Locations,
+               on_posted: Callable[[dict[str, Any]], Awaitable[object]] | None = None,
+               ) -> AlertSink:
+    """Slack when a bot token is set (threads per incident), the console otherwise."""
     if settings.slack_bot_token is None:
         return ConsoleSink()
     from sinks.slack import SlackAlertSink
@@ -43,7 +46,7 @@ def alert_sink(settings: Settings, messages: Counter, locations: Locations) -> A
     return SlackAlertSink(
         settings.slack_bot_token, settings.slack_channel or "", base_url=settings.slack_api_url,
         hold_mode=settings.giftguard_hold_mode, gan_last4=lambda alert: alert.gan_last4,
-        location_name=location_name, messages=messages)
+        location_name=location_name, messages=messages, incidents=True, on_posted=on_posted)
 
 
 def build_worker(settings: Settings, web_port: int = 6066, host: str = "127.0.0.1",
@@ -52,22 +55,14 @@ def build_worker(settings: Settings, web_port: int = 6066, host: str = "127.0.0.
     registry = registry or CollectorRegistry()
     metrics = worker_metrics(registry)
     locations = Locations.load(settings.giftguard_locations)
-    engine = Engine(policy=Policy.load(settings.giftguard_policy), locations=locations)
+    policy, hold_policy = load_policies(settings.giftguard_policy)
+    engine = Engine(policy=policy, locations=locations)
     app = create_app(settings, web_port=web_port, web_host=host)
     w = register(app, engine, metrics, on_alert=_not_ready, partitions=settings.giftguard_partitions)
-    holds = raw_topic(app, topics.HOLDS, settings.giftguard_partitions)
-
-    async def send_hold(key: str, value: bytes) -> object:
-        return await holds.send(key=key.encode(), value=value)
-
-    actions = AlertActions(settings.giftguard_hold_mode,
-                           alert_sink(settings, metrics.slack_messages, locations), send_hold,
-                           metrics)
-    w.on_alert = actions
-
-    @app.on_before_shutdown.connect
-    async def close_sinks(app: faust.App, **kwargs: object) -> None:
-        await actions.sink.close()  # delivers what is queued, releases connections
+    # Holds, the Slack outbox, decisions and learning (streams/actions.py, streams/holds.py).
+    wire_actions(app, w, settings, hold_policy,
+                 lambda on_posted: alert_sink(settings, metrics.slack_messages, locations,
+                                              on_posted))
 
     register_views(app, registry)
     return app, w
@@ -84,6 +79,12 @@ def run(settings: Settings, web_port: int = 6066, host: str = "127.0.0.1") -> in
     print(f"GiftGuard worker: Kafka {settings.kafka_bootstrap_servers}, "
           f"web http://{host}:{web_port} (/metrics, /healthz), hold mode "
           f"{settings.giftguard_hold_mode}", flush=True)
+    return serve(app)
+
+
+def serve(app: faust.App) -> int:
+    """Run a built Faust app in the foreground as the worker does (the benchmark's Faust
+    floor runs through here too, so both get the same loop and settings)."""
     level = os.environ.get("GIFTGUARD_LOG_LEVEL", "WARNING").upper()
     configure_logging(level)  # JSON lines unless on a terminal; Faust keeps its hands off
     worker = FaustWorker(app, loglevel=level, redirect_stdouts=False, override_logging=False)

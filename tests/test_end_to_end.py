@@ -201,7 +201,9 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
 
     dead = [r for r in await read_since(bootstrap, topics.DEADLETTER, dlq_before, timeout=3)
             if r.value == poison]
-    assert len(dead) == 1
+    # At-least-once: a rebalance may replay the poison before its offset was committed, and
+    # every copy is the same record with the same origin.
+    assert dead and len({(r.value, tuple(r.headers)) for r in dead}) == 1
     headers = {k: v.decode() for k, v in dead[0].headers}
     assert headers[topics.DLQ_SOURCE] == "worker" and headers[topics.DLQ_REASON] == "invalid_event"
     assert headers[topics.DLQ_TOPIC] == topics.TRANSACTIONS and headers[topics.DLQ_OFFSET].isdigit()
@@ -211,14 +213,15 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
     assert not [r for r in tx if r.key == f"gftc:f-{run}".encode()]
     assert len([r for r in tx if run.encode() in r.key]) == len(statuses) + 1  # + the poison
 
-    # Slack got one Block Kit message per alert, with the card's last four digits only.
+    # Slack got every alert exactly once, with the card's last four digits only; alerts of one
+    # incident (the bulk batch) share a thread, so a reply may carry several of them.
     ids = {a["alert_id"] for a in alerts}
     for _ in range(100):
         posts = [p for p in fake_slack.posts() if any(i in p.text + str(p.blocks) for i in ids)]
-        if len(posts) >= len(alerts):
+        if all(any(i in str(p.blocks) for p in posts) for i in ids):
             break
         await asyncio.sleep(0.2)
-    assert len(posts) == len(alerts)
+    assert all(sum(i in str(p.blocks) for p in posts) == 1 for i in ids)
     assert all(p.blocks for p in posts)
     text = orjson.dumps([p.body for p in posts]).decode()
     assert "4567" in text and "7783320001234567" not in text
@@ -236,7 +239,7 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
         return _metric(metrics, name, **labels) - _metric(baseline, name, **labels)
 
     assert delta("giftguard_events_total") == len(statuses)
-    assert delta("giftguard_deadletter_total", source="worker") == 1
+    assert delta("giftguard_deadletter_total", source="worker") == len(dead)
     assert delta("giftguard_events_total", type="activate") == 10
     assert delta("giftguard_alerts_total") == len(alerts)
     assert delta("giftguard_alert_rules_total", rule="rapid_drain") >= 1

@@ -21,7 +21,7 @@ from detectors.alerts import Alert
 from sinks.base import Backoff, PermanentFailure, RetryLater, SinkClosed
 from sinks.metrics import worker_metrics
 from sinks.slack import SlackAlertSink, SlackChat, alert_message, make_client
-from sinks.slack.blocks import format_money
+from sinks.slack.blocks import format_money, parse_button_value
 from tests.fakes.slack_api import CHANNEL_ID, CHANNEL_NAME, TOKEN, FakeSlackApi
 
 FAST = 0.1  # the fake's rate-limit window in fast tests: one message per 0.1 s per channel
@@ -139,7 +139,7 @@ def test_buttons_depend_on_hold_mode_and_carry_the_alert_id(mode: str, buttons: 
     message = alert_message(make_alert("alert-77"), hold_mode=mode)  # type: ignore[arg-type]
     (actions,) = [b for b in message.blocks if b["type"] == "actions"]
     assert [e["action_id"] for e in actions["elements"]] == buttons
-    assert {e["value"] for e in actions["elements"]} == {"alert-77"}
+    assert {parse_button_value(e["value"])["alert_id"] for e in actions["elements"]} == {"alert-77"}
 
 
 # -- the fake itself ------------------------------------------------------------------------------

@@ -146,3 +146,55 @@ class CompactHST:
             else:
                 score += r_mass[base + i] * depth_pow
         return 1 - score / self.max_score
+
+    def score_learn_one(self, st: HSTState, x: list[float]) -> float:
+        """``score_one`` then ``learn_one`` in a single walk down each tree (same results: the
+        score reads the reference masses, learning adds to the latest ones)."""
+        feature, threshold, r_mass, l_mass = self.feature, self.threshold, st.r_mass, st.l_mass
+        nodes, height, size_limit = self.nodes, self.height, self.size_limit
+        scoring = not st.first_window
+        score = 0.0
+        for t in range(self.n_trees):
+            base = t * nodes
+            i = 0
+            depth_pow = 1
+            live = scoring
+            for _ in range(height):
+                k = base + i
+                l_mass[k] += 1
+                if live:
+                    r = r_mass[k]
+                    score += r * depth_pow
+                    if r < size_limit:
+                        live = False
+                    depth_pow <<= 1
+                i = 2 * i + 1 if x[feature[k]] < threshold[k] else 2 * i + 2
+            l_mass[base + i] += 1
+            if live:
+                score += r_mass[base + i] * depth_pow
+        st.counter += 1
+        if st.counter == self.window_size:
+            st.r_mass = l_mass
+            st.l_mass = array("H", bytes(2 * len(l_mass)))
+            st.first_window = False
+            st.counter = 0
+        return 1 - score / self.max_score if scoring else 0.0
+
+    def unlearn_one(self, st: HSTState, x: list[float]) -> None:
+        """Take back the last ``learn_one(x)`` (a flagged observation must not count as normal).
+        If that learning closed a window, it is taken out of the new reference masses."""
+        pivoted = st.counter == 0 and not st.first_window
+        masses = st.r_mass if pivoted else st.l_mass
+        feature, threshold, nodes = self.feature, self.threshold, self.nodes
+        for t in range(self.n_trees):
+            base = t * nodes
+            i = 0
+            for _ in range(self.height):
+                k = base + i
+                if masses[k]:
+                    masses[k] -= 1
+                i = 2 * i + 1 if x[feature[k]] < threshold[k] else 2 * i + 2
+            if masses[base + i]:
+                masses[base + i] -= 1
+        if not pivoted:
+            st.counter -= 1

@@ -6,8 +6,9 @@ Three learned pieces, all global (every worker must see every feedback record):
   the evidence's precision among labelled alerts. A false positive lowers the weight of what
   caused it (everywhere a little, at that location more); a confirmed fraud raises it.
 * **place risk** — per location and per payment instrument, decayed counts of confirmed fraud:
-  fraud at a place raises the risk of the next events there; an instrument that bought a
-  fraudulent card makes its next purchases suspicious.
+  fraud at a place raises the risk of the next events there (a model signal); an instrument that
+  bought a fraudulent card makes its next purchases suspicious (the ``known_fraud_instrument``
+  rule, :mod:`detectors.rules.known_instrument`).
 * **a supervised online model** — River's ``linear_model.LogisticRegression`` (with
   ``preprocessing.StandardScaler``-free, already-bounded features) over the evidence an event
   carried when it was scored. It learns which combinations of evidence analysts confirm, and
@@ -37,6 +38,7 @@ from river import linear_model, optim
 from detectors.feedback import Feedback
 
 _LN2 = math.log(2)
+_NO_WEIGHTS: dict[str, float] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +53,8 @@ class Params:
     place_half_life_days: float = 30.0
     location_signal: float = 0.15    # the most a location's fraud history adds (noisy-OR)
     location_scale: float = 20.0     # decayed confirmed frauds for ~63% of that
-    instrument_signal: float = 0.6
     learned_signal: float = 0.3      # the most the supervised model adds
-    learned_min_labels: int = 30     # of each class before the supervised model speaks
+    learned_min_labels: int = 20     # of each class before the supervised model speaks
     learning_rate: float = 0.05
     memory: int = 200_000            # scored events whose evidence is kept for feedback
 
@@ -73,6 +74,7 @@ class FeedbackModel:
         self.evidence: OrderedDict[str, tuple[dict[str, float], tuple[str, ...], str,
                                               str | None]] = OrderedDict()
         self._weights: dict[str, float] = {}
+        self._cache: dict[tuple, dict[str, float]] = {}
         self.version = 0
 
     # -- scoring side ---------------------------------------------------------------------------
@@ -86,21 +88,33 @@ class FeedbackModel:
         return min(p.max_weight, max(p.min_weight, w))
 
     def weights_at(self, names, location_id: str) -> dict[str, float]:
-        return {n: self.weight(n, location_id) for n in names}
+        """The weights of ``names`` at a location (cached until feedback changes them)."""
+        if not self._weights:
+            return _NO_WEIGHTS
+        key = (tuple(names), location_id)
+        w = self._cache.get(key)
+        if w is None:
+            w = {n: self.weight(n, location_id) for n in key[0]}
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            self._cache[key] = w
+        return w
 
-    def place_signals(self, location_id: str, payment_ref: str | None,
-                      ts: float) -> list[tuple[str, float]]:
-        """Signals from confirmed fraud at this location or on this payment instrument."""
-        p = self.params
-        out = []
+    def location_signal(self, location_id: str, ts: float) -> list[tuple[str, float]]:
+        """``[("location_risk", signal)]`` after confirmed fraud at this location, else ``[]``."""
+        if not self.place:
+            return []
         c = self._place_count(f"loc:{location_id}", ts)
-        if c > 0.5:
-            out.append(("location_risk", p.location_signal * (1 - math.exp(-c / p.location_scale))))
-        if payment_ref:
-            c = self._place_count(f"pi:{payment_ref}", ts)
-            if c > 0.5:
-                out.append(("instrument_risk", p.instrument_signal * min(1.0, c / 2)))
-        return out
+        if c <= 0.5:
+            return []
+        p = self.params
+        return [("location_risk", p.location_signal * (1 - math.exp(-c / p.location_scale)))]
+
+    def instrument_confirmed(self, payment_ref: str | None, ts: float) -> float:
+        """Decayed count of confirmed fraudulent cards this instrument paid for."""
+        if not payment_ref or not self.place:
+            return 0.0
+        return self._place_count(f"pi:{payment_ref}", ts)
 
     def learned(self, features: dict[str, float]) -> float:
         """The supervised model's fraud probability, scaled to a signal (0 until trained)."""
@@ -121,7 +135,6 @@ class FeedbackModel:
 
     def learn(self, fb: Feedback, ts: float | None = None) -> None:
         """Take one feedback record into account."""
-        p = self.params
         kept = self.evidence.pop(fb.event_id, None) if fb.event_id else None
         evidence = set(fb.rules)
         location_id = fb.location_id
@@ -144,6 +157,7 @@ class FeedbackModel:
                     if key is not None:
                         table[key] = table.get(key, 0.0) + 1.0
                         self._weights[key] = self._precision_weight(key)
+            self._cache.clear()
         if features:
             self.model.learn_one(features, fb.is_fraud)
             self.labels[1 if fb.is_fraud else 0] += 1

@@ -2,14 +2,17 @@
 
 Kept in the location's entity state (``loc:<id>``):
 
-* two decayed-rate baselines (:class:`~detectors.models.rate.DecayedRate`'s maths on floats) of high-value sales (half-lives of
-  days and of hours), giving the number of such sales to *expect* in the bulk-purchase window —
-  the short one follows a holiday rush within hours, the long one remembers a normal week;
+* two decayed-rate baselines (:class:`~detectors.models.rate.DecayedRate`'s maths on floats)
+  of high-value sales (half-lives of days and of hours), giving the number of such sales to
+  *expect* in the bulk-purchase window — the short one follows a holiday rush within hours, the
+  long one remembers a normal week. High-value sales enter them only when they leave the window,
+  so the baseline is what came *before* the window; plus the share of sales that are high-value;
 * Half-Space Trees (:class:`~detectors.models.compact_hst.CompactHST`, River's algorithm) over
-  scaled features of each sale — amount, local hour, recent pace of sales against the baseline,
-  high-value sales in the window — with a running upper-quantile threshold of its own scores
-  (a one-float stochastic quantile estimate). A sale scoring above the location's threshold adds
-  a model signal to the risk score.
+  scaled features of each *high-value* sale — amount, local hour, recent pace of sales against
+  the baseline, high-value sales in the window — with a running upper-quantile threshold of its
+  own scores (a one-float stochastic quantile estimate). A sale scoring above the location's
+  threshold adds a model signal to the risk score. Only high-value sales go through the trees:
+  they are the ones a bulk fraud is made of, and skipping the everyday ones keeps the cost down.
 
 Sales that raised an alert are not learned (River's ``protect_anomaly_detector`` idea): a bulk
 batch must not teach the store that batches are normal.
@@ -18,12 +21,12 @@ batch must not teach the store that batches are normal.
 >>> from detectors.locations import Locations
 >>> from detectors.testing import ev
 >>> m, es = LocationModel(Params(window_size=20)), EntityState()
->>> for i in range(200):                       # a $25 card every 20 minutes, all week
-...     e = ev("activate", 2500, i * 20, loc="S1", card=f"c{i}")
+>>> for i in range(200):                       # a $100 card every 20 minutes, all week
+...     e = ev("activate", 10000, i * 20, loc="S1", card=f"c{i}")
 ...     m.learn_one(es, e, e.ts, Locations())
 >>> e = ev("activate", 50000, 200 * 20, loc="S1", card="odd")
 >>> [(name, round(v, 2)) for name, v in m.score_one(es, e, e.ts, Locations())]
-[('location_anomaly', 0.08)]
+[('location_anomaly', 0.03)]
 >>> m.expected_big(es, e.ts, 3600)   # high-value sales expected in an hour: the floor here
 0.5
 >>> m.expected_big(EntityState(), e.ts, 3600) is None   # a new location has no baseline
@@ -55,8 +58,8 @@ class Params:
     min_history_hours: float = 24.0  # before this, a location has no baseline to compare with
     big_amount_minor: int = 10000
     hst: bool = True
-    n_trees: int = 8
-    height: int = 5
+    n_trees: int = 6
+    height: int = 4
     window_size: int = 100
     seed: int = 42
     quantile: float = 0.98
@@ -65,8 +68,10 @@ class Params:
 
 
 # Entity stats layout: three floats (count, t_ref, t_first) per rate, then the score quantile.
-_BIG_LONG, _BIG_SHORT, _ALL_LONG, _ALL_SHORT, _Q = 0, 3, 6, 9, 12
-_N_STATS = 13
+# Then a ring of sales counts per 10-minute bucket (the last two hours) and its newest bucket.
+_BIG_LONG, _BIG_SHORT, _ALL_LONG, _ALL_SHORT, _Q, _LAST_BUCKET, _BUCKETS = 0, 3, 6, 9, 12, 13, 14
+_BUCKET_S, _N_BUCKETS = 600, 12
+_N_STATS = _BUCKETS + _N_BUCKETS
 
 
 def _rate(st: list[float], at: int, half_life_h: float, ts: float, prior: float) -> float:
@@ -99,14 +104,18 @@ def _count(st: list[float], at: int, half_life_h: float, ts: float) -> None:
 
 
 class Assessment:
-    """One sale as the location model saw it: features, trees state and anomaly score."""
+    """One sale as the location model saw it: its rates, features, trees and anomaly score.
 
-    __slots__ = ("hst", "score", "x")
+    :meth:`LocationModel.assess` has already learned the sale into the trees provisionally;
+    :meth:`LocationModel.commit` keeps it (or takes it back when the sale was flagged).
+    """
 
-    def __init__(self, x: list[float] | None, hst: HSTState | None, score: float) -> None:
-        self.x = x
-        self.hst = hst
-        self.score = score
+    __slots__ = ("all_long", "all_short", "big_long", "big_short", "hst", "score", "x")
+
+    def __init__(self) -> None:
+        self.x: list[float] | None = None
+        self.hst: HSTState | None = None
+        self.score = 0.0
 
 
 class LocationModel:
@@ -126,36 +135,61 @@ class LocationModel:
             es.stats = [0.0] * _N_STATS
         return es.stats
 
-    def expected_big(self, es: EntityState, ts: float, window_s: float) -> float | None:
+    def _rates(self, es: EntityState, ts: float) -> Assessment:
+        p = self.params
+        st = self._stats(es)
+        a = Assessment()
+        a.big_long = _rate(st, _BIG_LONG, p.long_half_life_hours, ts, 0.0)
+        a.big_short = _rate(st, _BIG_SHORT, p.short_half_life_hours, ts, 0.0)
+        a.all_long = _rate(st, _ALL_LONG, p.long_half_life_hours, ts, 0.0)
+        a.all_short = _rate(st, _ALL_SHORT, p.short_half_life_hours, ts, 0.0)
+        return a
+
+    def expected_big(self, es: EntityState, ts: float, window_s: float,
+                     a: Assessment | None = None) -> float | None:
         """High-value sales a normal window of ``window_s`` seconds holds here; ``None`` while
         the location is younger than ``min_history_hours`` (no baseline yet)."""
         p = self.params
         st = self._stats(es)
         if not st[_ALL_LONG + 2] or ts - st[_ALL_LONG + 2] < p.min_history_hours * 3600:
             return None
-        rate = max(_rate(st, _BIG_LONG, p.long_half_life_hours, ts, 0.0),
-                   _rate(st, _BIG_SHORT, p.short_half_life_hours, ts, 0.0), p.min_big_per_hour)
-        return rate * window_s / 3600.0
+        a = a or self._rates(es, ts)
+        return max(a.big_long, a.big_short, p.min_big_per_hour) * window_s / 3600.0
 
-    def usual_big_share(self, es: EntityState, ts: float) -> float:
+    def usual_big_share(self, es: EntityState, ts: float, a: Assessment | None = None) -> float:
         """The share of this location's sales that are high-value, normally (0.05-0.95)."""
-        p = self.params
-        st = self._stats(es)
-        big = _rate(st, _BIG_LONG, p.long_half_life_hours, ts, 0.0)
-        every = _rate(st, _ALL_LONG, p.long_half_life_hours, ts, 0.0)
-        share = big / every if every > 0 else 0.25
+        a = a or self._rates(es, ts)
+        share = a.big_long / a.all_long if a.all_long > 0 else 0.25
         return min(0.95, max(0.05, share))
 
-    def features(self, es: EntityState, event: Event, ts: float,
-                 locations: Locations) -> list[float]:
+    @staticmethod
+    def _count_sale(st: list[float], ts: float) -> None:
+        b = int(ts // _BUCKET_S)
+        last = int(st[_LAST_BUCKET])
+        if b > last:
+            for k in range(max(last + 1, b - _N_BUCKETS + 1), b + 1):
+                st[_BUCKETS + k % _N_BUCKETS] = 0
+            st[_LAST_BUCKET] = last = b
+        if b > last - _N_BUCKETS:
+            st[_BUCKETS + b % _N_BUCKETS] += 1
+
+    def sales_in_window(self, es: EntityState, ts: float, window_s: float) -> int:
+        """Sales of every size here in the last ``window_s`` seconds (10-minute resolution)."""
+        st = self._stats(es)
+        last = int(st[_LAST_BUCKET])
+        first = max(int((ts - window_s) // _BUCKET_S), last - _N_BUCKETS + 1)
+        return int(sum(st[_BUCKETS + k % _N_BUCKETS] for k in range(first, last + 1)))
+
+    def features(self, es: EntityState, event: Event, ts: float, locations: Locations,
+                 a: Assessment | None = None) -> list[float]:
         """Amount, local hour, recent pace of sales and high-value sales in the window, in [0, 1]."""
         p = self.params
-        st = self._stats(es)
+        a = a or self._rates(es, ts)
         amount = min(1.0, math.log10(max(1, event.amount_minor)) / 6.0)
         hour = locations.local_hour(event.location_id, ts)
-        usual = _rate(st, _ALL_LONG, p.long_half_life_hours, ts, 1.0)
-        recent = _rate(st, _ALL_SHORT, p.short_half_life_hours, ts, 0.0)
-        pace = recent / (recent + usual) if recent + usual > 0 else 0.5
+        usual = a.all_long if a.all_long > 0 else 1.0
+        recent = a.all_short
+        pace = recent / (recent + usual)
         big = 0
         for r in es.sales:
             if r[2] >= p.big_amount_minor:
@@ -164,12 +198,14 @@ class LocationModel:
 
     def assess(self, es: EntityState, event: Event, ts: float,
                locations: Locations) -> Assessment:
-        """Score a sale with the location's trees (before learning it)."""
-        if not self.params.hst:
-            return Assessment(None, None, 0.0)
-        x = self.features(es, event, ts, locations)
-        st = self.hst.decode(es.model) if es.model else self.hst.new_state()
-        return Assessment(x, st, self.hst.score_one(st, x))
+        """Rates, features and the trees' anomaly score of a sale (scored, then provisionally
+        learned, in one walk down the trees)."""
+        a = self._rates(es, ts)
+        if self.params.hst:
+            a.x = self.features(es, event, ts, locations, a)
+            a.hst = self.hst.decode(es.model) if es.model else self.hst.new_state()
+            a.score = self.hst.score_learn_one(a.hst, a.x)
+        return a
 
     def signals(self, es: EntityState, a: Assessment) -> list[tuple[str, float]]:
         """``[("location_anomaly", signal)]`` when the sale is above the location's quantile."""
@@ -181,27 +217,47 @@ class LocationModel:
 
     def score_one(self, es: EntityState, event: Event, ts: float,
                   locations: Locations) -> list[tuple[str, float]]:
-        return self.signals(es, self.assess(es, event, ts, locations))
+        """The signals of a sale, without learning it."""
+        a = self.assess(es, event, ts, locations)
+        if a.hst is not None:
+            self.hst.unlearn_one(a.hst, a.x)
+        return self.signals(es, a)
 
-    def learn_one(self, es: EntityState, event: Event, ts: float, locations: Locations,
-                  a: Assessment | None = None) -> None:
-        """Take a (not flagged) sale into the location's baselines and trees."""
+    def commit(self, es: EntityState, a: Assessment, flagged: bool) -> None:
+        """Keep an assessed (high-value) sale in the location's trees — or, when it raised an
+        alert, take it back out (a flagged sale must not teach the store it is normal)."""
         p = self.params
-        st = self._stats(es)
-        if p.hst:
-            if a is None:
-                a = self.assess(es, event, ts, locations)
-            if not a.hst.first_window:
+        if a.hst is not None:
+            if flagged:
+                self.hst.unlearn_one(a.hst, a.x)
+            elif not a.hst.first_window or a.score:
                 # Stochastic quantile: up by q * rate above it, down by (1 - q) * rate below.
+                st = self._stats(es)
                 q = st[_Q]
                 st[_Q] = q + p.quantile_rate * (p.quantile if a.score > q else p.quantile - 1.0)
-            self.hst.learn_one(a.hst, a.x)
             es.model = self.hst.encode(a.hst)
+
+    def count_sale(self, es: EntityState, ts: float) -> None:
+        """Count a sale of any size in the window's 10-minute buckets (before the rules run)."""
+        self._count_sale(self._stats(es), ts)
+
+    def learn_sale(self, es: EntityState, ts: float) -> None:
+        """Take a (not flagged) sale of any size into the location's rates of sales."""
+        p = self.params
+        st = self._stats(es)
         _count(st, _ALL_LONG, p.long_half_life_hours, ts)
         _count(st, _ALL_SHORT, p.short_half_life_hours, ts)
         for at in (_BIG_LONG, _BIG_SHORT):       # the high-value baselines start with the store
             if not st[at + 2]:
                 st[at + 1] = st[at + 2] = ts
+
+    def learn_one(self, es: EntityState, event: Event, ts: float, locations: Locations) -> None:
+        """Take a (not flagged) sale into the location's baselines, and into its trees when it is
+        a high-value one."""
+        self.count_sale(es, ts)
+        if event.amount_minor >= self.params.big_amount_minor:
+            self.commit(es, self.assess(es, event, ts, locations), False)
+        self.learn_sale(es, ts)
 
     def learn_window_exits(self, es: EntityState, rows: list[list]) -> None:
         """Count high-value sales that left the bulk window into the baselines — unless they

@@ -3,7 +3,8 @@
 ``DecayedRate`` counts events with exponential forgetting (half-life ``half_life_hours``): the
 decayed count ``c`` of a steady stream of ``r`` events per hour settles at ``r * tau`` with
 ``tau = half_life / ln 2`` (and at ``r * tau * (1 - exp(-age / tau))`` while the stream is
-younger), so the rate is the count over that. Its state is three floats, so it lives inside a Faust table value.
+younger), so the rate is the count over that. Its state is three floats, so it lives inside a
+Faust table value.
 :func:`poisson_tail` then says how surprising a count in a window is against that rate.
 
 >>> r = DecayedRate(half_life_hours=24)

@@ -11,10 +11,12 @@ from detectors.rules.bulk_purchase import BulkPurchase
 from detectors.rules.dormant_drain import DormantDrain
 from detectors.rules.impossible_travel import ImpossibleTravel
 from detectors.rules.insider_credit import InsiderCredit
+from detectors.rules.known_instrument import KnownFraudInstrument
 from detectors.rules.rapid_drain import RapidDrain
 from detectors.rules.slow_drain import SlowDrain
 
-CARD_RULES = (RapidDrain, ImpossibleTravel, DormantDrain, SlowDrain, InsiderCredit)
+CARD_RULES = (RapidDrain, ImpossibleTravel, DormantDrain, SlowDrain, InsiderCredit,
+              KnownFraudInstrument)
 ENTITY_RULES = (BulkPurchase, InsiderCredit)
 RULE_PARAMS = {r.name: r.Params for r in (*CARD_RULES, *ENTITY_RULES)}
 #: Every rule name in a fixed order: bit ``i`` of a card's alert mask is ``RULE_NAMES[i]``.

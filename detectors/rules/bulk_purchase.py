@@ -24,8 +24,10 @@ the surge is alerted on its own, at ``surge_score``.
 >>> rule = BulkPurchase()
 >>> window = [[1000 + 60 * i, f"gc{i}", 50000, "pay1"] for i in range(4)]
 >>> hit = rule.check("loc", "Store 7", window, "gc3", 50000, Params())
->>> hit.reason, hit.related_card_ids
-('4 cards of $100 or more ($2,000 in total) sold at Store 7 within 3 minutes on 1 payment instrument', ['gc0', 'gc1', 'gc2'])
+>>> hit.reason
+'4 cards of $100 or more ($2,000 in total) sold at Store 7 within 3 minutes on 1 payment instrument'
+>>> hit.related_card_ids
+['gc0', 'gc1', 'gc2']
 >>> staff = [[1000 + 10 * i, f"staff{i}", 2500, "pay2"] for i in range(40)]
 >>> rule.check("pi", "Store 7", staff, "staff39", 2500, Params()) is None
 True
@@ -49,11 +51,12 @@ class Params:
     min_cards_instrument: int = 3
     min_cards_location: int = 4
     min_cards_per_instrument: float = 2.0
-    max_surprise: float = 1e-6
-    max_mix_surprise: float = 1e-4
+    max_surprise: float = 1e-9
+    max_mix_surprise: float = 1e-6
     min_total_minor: int = 60000
     score: float = 80.0
     surge_score: float = 60.0
+    pair_score: float = 35.0
     max_related: int = 50
 
 
@@ -65,11 +68,11 @@ class BulkPurchase:
 
     def check(self, kind: str, where: str, window: list[list], card_id: str, amount: int,
               p: Params, currency: str = "USD", expected: float | None = None,
-              usual_share: float = 0.25) -> Hit | None:
+              usual_share: float = 0.25, sales: int | None = None) -> Hit | None:
         """``window``: ``[ts, card_id, amount, instrument?, ...]`` rows (this sale included),
-        oldest first; at a location, sales of every size. ``expected``: the location's normal
-        number of high-value sales in a window (``None``: no baseline yet); ``usual_share``: the
-        share of its sales that are high-value."""
+        oldest first. ``expected``: the location's normal number of high-value sales in a window
+        (``None``: no baseline yet); ``usual_share``: the share of its sales that are high-value;
+        ``sales``: its sales of every size in the window (default: the rows)."""
         if amount < p.min_card_amount_minor:
             return None
         cards: dict[str, int] = {}
@@ -89,6 +92,16 @@ class BulkPurchase:
         n = len(cards)
         minimum = p.min_cards_instrument if kind == "pi" else p.min_cards_location
         if n < minimum:
+            if kind == "pi" and n >= 2 and p.pair_score > 0:
+                # Early evidence, below any alert level: a second high-value card on the
+                # same instrument (many honest buyers do this; batches always do).
+                return Hit(
+                    rule=self.name, score=p.pair_score,
+                    reason=(f"{n} cards of {money(p.min_card_amount_minor, currency)} or more "
+                            f"sold on one payment instrument within "
+                            f"{duration(last_ts - first_ts)}"),
+                    amount_at_risk_minor=sum(cards.values()),
+                    related_card_ids=[c for c in cards if c != card_id])
             return None
         total = sum(cards.values())
         if total < p.min_total_minor:
@@ -111,7 +124,8 @@ class BulkPurchase:
                 how = f" on {len(used)} payment instrument{s}"
                 strength = min(1.0, per_instrument / (3 * p.min_cards_per_instrument))
             elif (surprise <= p.max_surprise
-                  and binomial_tail(n, len(window), usual_share) <= p.max_mix_surprise):
+                  and binomial_tail(n, max(n, sales or len(window)), usual_share)
+                  <= p.max_mix_surprise):
                 # No instrument ties the cards together, so there is no telling the batch from
                 # honest buyers in the same hour: alert on this sale alone, hold nothing else.
                 return Hit(

@@ -3,18 +3,25 @@
 Card numbers found by enumeration are drained in one night, usually online. The rule fires on a
 redemption when the card has had no value movement for ``min_idle_days``, the redemption takes at
 least ``min_share`` of the balance, and it happens online or at least ``min_distance_km`` from
-the card's last store. Night time at the location (``night_start``-``night_end`` local hours) and
-recent balance checks or declines (enumeration probes) raise the score. An owner who finds an old
-card in a drawer and spends it in person at the usual store does not fire.
+the card's last store, *and* either at night at the location (``night_start``-``night_end`` local
+hours) or after recent balance checks or declines (enumeration probes; both together score
+higher). Without the night or the probes it is weak evidence (``weak_score``): owners do come back
+to old cards and shop online by day. An owner who finds an old card in a drawer and spends it in
+person at the usual store does not fire at all.
 
 >>> from detectors.rules.base import CardContext
 >>> from detectors.state import CardState
->>> from detectors.locations import Locations
+>>> from detectors.locations import Location, Locations
 >>> s = CardState()
 >>> s.t_last, s.balance = 1_700_000_000, 4000
->>> ctx = CardContext.make(s, "WEB", 1_700_000_000 + 120 * 86400, 4000, True, Locations())
->>> DormantDrain().check(ctx, Params()).reason
-'redeemed 100% of the balance ($40) online after 120 days without use'
+>>> locs = Locations([Location("WEB", "Web shop", 40.7, -74.0, "America/New_York", "online")])
+>>> night = 1_700_000_000 + 120 * 86400 - 15 * 3600     # 03:13 in New York
+>>> hit = DormantDrain().check(CardContext.make(s, "WEB", night, 4000, True, locs), Params())
+>>> round(hit.score), hit.reason
+(80, 'redeemed 100% of the balance ($40) online at 03:13 local time after 119 days without use')
+>>> DormantDrain().check(CardContext.make(s, "WEB", night + 12 * 3600, 4000, True, locs),
+...                      Params()).score                 # 15:13: weak evidence only
+40.0
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ class Params:
     night_start: float = 0.0
     night_end: float = 6.0
     probe_window_hours: float = 24.0
-    score: float = 70.0
+    score: float = 72.0
+    weak_score: float = 40.0
 
 
 class DormantDrain:
@@ -65,13 +73,19 @@ class DormantDrain:
             where = f"{km(distance)} from its last store"
         score = p.score + 8 * min(1.0, idle / (p.min_idle_days * 86400 * 4))
         extra = ""
+        telling = False
         hour = ctx.locations.local_hour(ctx.location_id, ctx.ts)
         if hour is not None and _in_hours(hour, p.night_start, p.night_end):
-            score += 10
+            telling = True
             extra += f" at {int(hour):02d}:{int(hour % 1 * 60):02d} local time"
         if s.t_probe and ctx.ts - s.t_probe < p.probe_window_hours * 3600 and s.pr_count >= 1:
-            score += 10
+            score += 10 if telling else 0
+            telling = True
             extra += f", after {s.pr_count:.0f} balance checks or declines"
+        if not telling:
+            # Owners come back to old cards and shop online by day: without the night or the
+            # probes this is weak evidence, below any alert level.
+            score = p.weak_score
         share = ctx.amount / balance
         return Hit(
             rule=self.name,

@@ -9,8 +9,13 @@ a redemption when, since the last activation or load,
 * the redemption happens *elsewhere*, soon: online while the card was sold in a store, or at least
   ``min_distance_km`` from where it was sold, within ``window_minutes``; or in a store at least
   ``far_distance_km`` away within ``far_window_hours`` (a thief waits for a far store to open; an
-  honest buyer does not travel a thousand kilometres the same day). With no coordinates for
-  either place, a different location counts as elsewhere, with a lower score.
+  honest buyer does not travel a thousand kilometres the same day). Online more than
+  ``late_minutes`` after the sale (or far away after ``window_minutes``), only a near-complete
+  drain (``late_min_share``) alerts — a recipient spending part of a card online the same
+  evening is ordinary — and less is weak evidence (``weak_score``, below any alert level). A card
+  sold online and used in a store is not "elsewhere": it has no place of sale to compare with.
+  With no coordinates for either place, a different location counts as elsewhere, with a lower
+  score.
 
 The score rises with the share taken and falls with the time elapsed. A card spent in the same
 store (or the same town) minutes after purchase does not fire: that is what honest buyers do.
@@ -47,6 +52,9 @@ class Params:
     enabled: bool = True
     window_minutes: float = 720.0
     min_share: float = 0.3
+    late_minutes: float = 120.0
+    late_min_share: float = 0.9
+    weak_score: float = 40.0
     min_value_minor: int = 2000
     min_distance_km: float = 80.0
     far_distance_km: float = 300.0
@@ -79,19 +87,26 @@ class RapidDrain:
         credit_online = bool(s.flags & F_CREDIT_ONLINE)
         where = ""
         strength = 1.0
+        weak = False
         if ctx.online and not credit_online:
             if elapsed > window:
                 return None
+            # Hours later online, only a near-full drain is news; less is weak evidence.
+            weak = elapsed > p.late_minutes * 60 and share < p.late_min_share
             where = "online"
         else:
             distance = ctx.locations.distance_by_hash(s.credit_loc, ctx.loc_h)
             if distance is not None:
                 if distance < p.min_distance_km:
                     return None
-                if elapsed > window and distance < p.far_distance_km:
-                    return None
+                if elapsed > window:
+                    if distance < p.far_distance_km:
+                        return None
+                    # The next day far away: only a near-full drain is news.
+                    weak = share < p.late_min_share
                 where = f"{km(distance)} from where it was sold"
-            elif ctx.loc_h != s.credit_loc and not (ctx.online and credit_online):
+            elif ctx.loc_h != s.credit_loc and not credit_online and not ctx.online:
+                # Places without coordinates (no locations file): another store counts.
                 if elapsed > window:
                     return None
                 where = "at another location"
@@ -102,6 +117,8 @@ class RapidDrain:
         # Stronger the larger the share, weaker with every doubling of the time after "fast".
         slowness = max(0.0, math.log2(max(elapsed, 1.0) / (p.fast_minutes * 60)))
         score = p.score * strength + 15 * (min(1.0, share) - 0.6) - 3 * slowness
+        if weak:
+            score = min(score, p.weak_score)
         return Hit(
             rule=self.name,
             score=clamp(score),

@@ -2,8 +2,9 @@
 
 The rule keeps, per card, an exponentially decayed count and sum of redemptions of at most
 ``max_amount_minor`` (half-life ``half_life_hours``), and fires when the count reaches
-``min_count`` and their value ``min_total_minor``. Everyday use — a purchase every few days —
-decays away between visits and never adds up.
+``min_count`` and their value ``min_total_minor``; one redemption short of that it reports
+early evidence at ``early_score``, below any alert level. Everyday use — a purchase every few
+days — decays away between visits and never adds up.
 
 >>> from detectors.rules.base import CardContext
 >>> from detectors.state import CardState
@@ -34,6 +35,7 @@ class Params:
     min_count: float = 2.7
     min_total_minor: int = 4000
     score: float = 70.0
+    early_score: float = 35.0
 
 
 def decayed(count: float, total: float, t_ref: float, ts: float,
@@ -58,8 +60,15 @@ class SlowDrain:
         count, total = decayed(s.sd_count, s.sd_sum, s.t_sd, ctx.ts, p.half_life_hours)
         count += 1
         total += ctx.amount
-        if count < p.min_count or total < p.min_total_minor:
+        if count < p.min_count - 1 or (count < p.min_count and p.early_score <= 0):
             return None
+        if count < p.min_count or total < p.min_total_minor:
+            # Early evidence, below any alert level: a second small redemption within hours.
+            return Hit(
+                rule=self.name, score=p.early_score,
+                reason=(f"{round(count)} small redemptions "
+                        f"({money(int(total), ctx.currency)} in total) within hours"),
+                amount_at_risk_minor=max(s.balance, ctx.amount))
         n = round(count)
         return Hit(
             rule=self.name,

@@ -19,6 +19,7 @@ from sinks.pos.base import (
     PosRetryLater,
     idempotency_key,
     perform,
+    read_balance,
 )
 from sinks.pos.retry import Retrier, RetryPolicy
 from sinks.pos.shopify import ShopifyPosClient
@@ -41,4 +42,5 @@ __all__ = [
     "SquarePosClient",
     "idempotency_key",
     "perform",
+    "read_balance",
 ]

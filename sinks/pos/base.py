@@ -244,6 +244,13 @@ class PosClient(Protocol):
         ...
 
 
+async def read_balance(client: PosClient, req: HoldRequest) -> HoldResult | None:
+    """The card's current balance from ``client`` (``HoldResult.amount_minor``), or None when
+    the client cannot tell (then ``hold`` reads it itself, and cannot be pinned in advance)."""
+    reader = getattr(client, "read_balance", None)
+    return await reader(req) if reader is not None else None
+
+
 async def perform(client: PosClient, req: HoldRequest) -> HoldResult:
     """Call the verb of ``client`` that ``req.action`` names."""
     if req.action == "hold":
@@ -266,9 +273,18 @@ class MemoryPosClient:
 
     name = "memory"
 
-    def __init__(self, *, outcome: HoldOutcome = "done") -> None:
+    def __init__(self, *, outcome: HoldOutcome = "done",
+                 balances: dict[str, int] | None = None) -> None:
         self.outcome: HoldOutcome = outcome
         self.requests: list[HoldRequest] = []
+        self.balances: dict[str, int] = dict(balances or {})
+
+    async def read_balance(self, req: HoldRequest) -> HoldResult:
+        """``balances[card_id]`` (0 when unknown), in USD; not recorded as a request."""
+        return HoldResult(pos=self.name, action=req.action, outcome="done", card_id=req.card_id,
+                          alert_id=req.alert_id, idempotency_key=req.idempotency_key,
+                          amount_minor=self.balances.get(req.card_id, 0), currency="USD",
+                          attempts=1)
 
     async def _answer(self, req: HoldRequest) -> HoldResult:
         self.requests.append(req)

@@ -163,6 +163,27 @@ class SquarePosClient:
         return await self._create(req, "DEACTIVATE", self._location(req), details,
                                   amount=None, currency=req.currency, attempts=0)
 
+    async def read_balance(self, req: HoldRequest) -> HoldResult:
+        """The card's current balance (``amount_minor``, ``currency``); creates no activity.
+
+        A caller pins this amount in its hold request *before* calling :meth:`hold`, so that a
+        replay sends the same request under the same key (and Square answers the original).
+        """
+        got = await self._retrier.run(lambda: self._get_card(req))
+        if got.error is not None:
+            return HoldResult.from_error(self.name, req, got.error, attempts=got.attempts)
+        balance = got.value.balance_money if got.value is not None else None
+        if balance is None:
+            return HoldResult.from_error(self.name, req, PosRejected(
+                "square returned a gift card without balance_money", sink=self.name,
+                alert_id=req.alert_id), attempts=got.attempts)
+        return HoldResult(pos=self.name, action=req.action, outcome="done", card_id=req.card_id,
+                          alert_id=req.alert_id, idempotency_key=req.idempotency_key,
+                          amount_minor=balance.amount, currency=balance.currency,
+                          response={"balance_money": {"amount": balance.amount,
+                                                      "currency": balance.currency}},
+                          attempts=got.attempts)
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _expect(self, req: HoldRequest, action: str) -> None:

@@ -92,16 +92,18 @@ class SlackChat:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
 
-    async def post(self, channel: str, message: SlackMessage, *,
-                   alert_id: str) -> tuple[str, str]:
-        """``chat.postMessage``; returns the channel id and the message's ``ts``.
+    async def post(self, channel: str, message: SlackMessage, *, alert_id: str,
+                   thread_ts: str | None = None) -> tuple[str, str]:
+        """``chat.postMessage`` (a reply when ``thread_ts`` is set); returns the channel id and
+        the message's ``ts``.
 
         ``chat.update`` needs the channel's id, which Slack answers even when posted by name.
         """
+        extra = {"thread_ts": thread_ts} if thread_ts else {}
         try:
             response = await self.client.chat_postMessage(
                 channel=channel, text=message.text, blocks=message.blocks,
-                unfurl_links=False, unfurl_media=False)
+                unfurl_links=False, unfurl_media=False, **extra)
         except (TimeoutError, SlackClientError, aiohttp.ClientError, OSError) as exc:
             raise convert_error(exc, alert_id=alert_id) from exc
         return str(response.get("channel") or channel), str(response["ts"])

@@ -1,4 +1,4 @@
-"""The Slack alert sink: one Block Kit message per alert in the loss-prevention channel.
+"""The Slack alert sink: alerts as Block Kit messages in the loss-prevention channel.
 
 ``send()`` renders the message and puts it on an internal queue, so the caller (a Faust agent) is
 never held up by Slack; one sender task posts the queue in order at Slack's pace (about one message
@@ -11,12 +11,23 @@ per second per channel). Nothing is dropped while Slack is slow or down:
 - a :class:`~sinks.base.PermanentFailure` (bad token, unknown channel) is logged and counted
   ``outcome="failed"``; the sender goes on with the next message.
 
-Idempotency: Slack's ``chat.postMessage`` has no idempotency key, so the sink remembers the ``ts``
-of the last ``remember`` alerts it posted (an LRU keyed by ``alert_id``). The same alert sent again
+**Incidents and threads** (``incidents=True``, as the worker runs it): alerts for the same incident
+— the same card, or cards of the same batch (``related_card_ids``) — go to one thread. The first
+alert is a top-level message; later ones are replies. Replies still waiting for the sender are
+*coalesced*: a burst of 50 alerts for one batch becomes the parent and a few replies of up to
+:data:`~sinks.slack.blocks.MAX_ALERTS_PER_MESSAGE` alerts each, never 50 posts and a 429 storm.
+
+**Decisions and notes**: :meth:`SlackAlertSink.decide` adds a line (who, what, when, outcome) to the
+message that shows an alert and edits it with ``chat.update``; :meth:`SlackAlertSink.note` posts a
+reply in the card's thread (a failed hold, for instance).
+
+**Idempotency**: Slack's ``chat.postMessage`` has no idempotency key, so the sink remembers, per
+message, its ``ts`` and what it shows (an LRU of ``remember`` messages). The same alert sent again
 is not posted twice: if its message is unchanged it is skipped, if it changed (say the action went
-from ``alert`` to ``hold``) the posted message is edited with ``chat.update``. This holds within one
-process only; deduplication across restarts (an alert replayed after a worker restart) needs the ts
-kept in a table or topic and is left to a later issue.
+from ``alert`` to ``hold``) the posted message is edited. ``on_posted`` is called with a JSON-ready
+record of every message posted or edited; the worker writes those to a compacted topic and feeds
+them back through :meth:`SlackAlertSink.restore` after a restart, so a replayed alert edits its
+message instead of posting a second one, and a restarted worker keeps replying in open threads.
 """
 
 from __future__ import annotations
@@ -27,10 +38,11 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aiohttp
 from prometheus_client import Counter
@@ -40,24 +52,49 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from detectors.alerts import Alert
 from sinks.base import Backoff, PermanentFailure, RetryLater, SinkClosed, SinkError
-from sinks.slack.blocks import HoldMode, SlackMessage, alert_message
+from sinks.slack.blocks import (
+    MAX_ALERTS_PER_MESSAGE,
+    HoldMode,
+    SlackMessage,
+    alert_message,
+    batch_message,
+    note_message,
+)
 from sinks.slack.client import SINK, SlackChat, make_client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+OnPosted = Callable[[dict[str, Any]], Awaitable[object]]
+
 
 @dataclass(slots=True)
-class _Pending:
-    """An alert waiting for the sender: post it (``ts is None``) or update the message at ``ts``."""
+class _Message:
+    """A message the sink owns: to be posted (``ts is None``) or posted at ``ts``."""
 
-    alert_id: str
-    message: SlackMessage
-    digest: str
-    enqueued_at: float
+    key: str
     channel: str
+    alerts: list[Alert] = field(default_factory=list)
+    gan: dict[str, str | None] = field(default_factory=dict)
+    locations: dict[str, str | None] = field(default_factory=dict)
+    decisions: dict[str, list[str]] = field(default_factory=dict)
+    note: str | None = None
+    incident: str | None = None
+    parent: str | None = None          # key of the thread's first message, for replies
     ts: str | None = None
+    thread_ts: str | None = None
+    shown: str | None = None           # digest of what Slack shows now
+    enqueued_at: float = 0.0
     attempt: int = 0
+    created: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class _Incident:
+    key: str
+    parent: str                        # message key of the first message
+    started: float
+    open_reply: str | None = None      # a reply not yet posted that takes more alerts
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +137,8 @@ class SlackAlertSink:
             overrides it per alert). Never give it more than the last four if you can help it;
             anything longer is cut to four anyway.
         location_name: looks up a location's human name by id.
-        messages: the ``slack_messages`` counter (label ``outcome``: sent, failed, retried).
+        messages: the ``slack_messages`` counter (label ``outcome``: sent, updated, failed,
+            retried). An alert message counts once per alert it carries.
         session: an aiohttp session to borrow (not closed by the sink); one of its own if None.
         client: a ready ``AsyncWebClient`` (tests); ``token``/``base_url``/``session`` then unused.
         retry_handlers: slack_sdk retry handlers; connection errors and 429 when None.
@@ -109,7 +147,10 @@ class SlackAlertSink:
             (:class:`~sinks.base.Backoff` defaults: 0.5 s doubling to 30 s).
         give_up_after: a message older than this many seconds is not retried again (counted failed).
         max_queue: messages waiting at most; ``send`` raises ``RetryLater`` beyond it.
-        remember: alerts whose ``ts`` is kept for deduplication (LRU).
+        remember: messages whose ``ts`` is kept for deduplication (LRU).
+        incidents: thread alerts of the same incident and coalesce queued replies.
+        incident_hours: an incident's thread takes new alerts for this long after it started.
+        on_posted: called with a record of each message posted or edited (see :meth:`restore`).
     """
 
     def __init__(self, token: str | SecretStr, channel: str, *, base_url: str | None = None,
@@ -122,7 +163,8 @@ class SlackAlertSink:
                  retry_handlers: list[AsyncRetryHandler] | None = None,
                  min_interval: float = 1.0, backoff: Backoff | None = None,
                  give_up_after: float = 6 * 3600.0, max_queue: int = 10_000,
-                 remember: int = 10_000, timeout: int = 10) -> None:
+                 remember: int = 10_000, timeout: int = 10, incidents: bool = False,
+                 incident_hours: float = 24.0, on_posted: OnPosted | None = None) -> None:
         if not channel:
             raise ValueError("channel must be set (SLACK_CHANNEL)")
         self.channel = channel
@@ -141,18 +183,25 @@ class SlackAlertSink:
         self.max_queue = max_queue
         self.remember = remember
         self.timeout = timeout
+        self.incidents = incidents
+        self.incident_hours = incident_hours
+        self.on_posted = on_posted
         self._token = token.get_secret_value() if isinstance(token, SecretStr) else token
         self._chat: SlackChat | None = None
         self._own_session: aiohttp.ClientSession | None = None
         self._queue: deque[str] = deque()
-        self._pending: dict[str, _Pending] = {}
-        self._posted: OrderedDict[str, Posted] = OrderedDict()
+        self._queued: set[str] = set()
+        self._messages: OrderedDict[str, _Message] = OrderedDict()
+        self._by_alert: dict[str, str] = {}
+        self._incident_of: OrderedDict[str, str] = OrderedDict()   # card id -> incident key
+        self._incidents: dict[str, _Incident] = {}
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._sender: asyncio.Task[None] | None = None
         self._closed = False
         self._rng = random.Random()
+        self._notes = 0
         self.last_error: SinkError | None = None
 
     def __repr__(self) -> str:
@@ -162,44 +211,66 @@ class SlackAlertSink:
     # -- the AlertSink interface ------------------------------------------------------------------
 
     async def send(self, alert: Alert, *, gan_last4: str | None = None) -> None:
-        """Queue ``alert`` for posting and return at once.
+        """Queue ``alert`` for posting (or its message for an edit) and return at once.
 
         Raises :class:`~sinks.base.SinkClosed` after :meth:`close`, and
         :class:`~sinks.base.RetryLater` when ``max_queue`` messages are already waiting.
         """
-        if self._closed:
-            raise SinkClosed("send after close", sink=SINK, alert_id=alert.alert_id)
+        self._check_open(alert.alert_id)
         four = gan_last4 if gan_last4 is not None else _lookup(self.gan_last4, alert)
         name = _lookup(self.location_name, alert.location_id)
-        message = alert_message(alert, gan_last4=four, currency=self.currency,
-                                hold_mode=self.hold_mode, location_name=name)
-        digest = _digest(message)
 
-        waiting = self._pending.get(alert.alert_id)
-        if waiting is not None:  # not posted yet: post the newest version instead
-            waiting.message, waiting.digest = message, digest
+        known = self._message_of(alert.alert_id)
+        if known is not None:
+            known.alerts = [alert if a.alert_id == alert.alert_id else a for a in known.alerts]
+            known.gan[alert.alert_id] = four
+            known.locations[alert.location_id] = name
+            self._messages.move_to_end(known.key)
+            self._changed(known)
             return
-        posted = self._posted.get(alert.alert_id)
-        if posted is not None:
-            self._posted.move_to_end(alert.alert_id)
-            if posted.digest == digest:
-                log.debug("alert %s already posted (ts %s); not posting again",
-                          alert.alert_id, posted.ts)
-                return
-        if len(self._queue) >= self.max_queue:
-            raise RetryLater(f"{len(self._queue)} Slack messages already waiting", sink=SINK,
-                             alert_id=alert.alert_id,
-                             retry_after=len(self._queue) * max(self.min_interval, 0.1))
-        loop = asyncio.get_running_loop()
-        item = _Pending(alert_id=alert.alert_id, message=message, digest=digest,
-                        enqueued_at=loop.time(),
-                        channel=posted.channel if posted else self.channel,
-                        ts=posted.ts if posted else None)
-        self._pending[alert.alert_id] = item
-        self._queue.append(alert.alert_id)
-        self._idle.clear()
-        self._wakeup.set()
-        self._ensure_sender()
+        self._check_room(alert.alert_id)
+        msg = self._place(alert)
+        msg.gan[alert.alert_id] = four
+        msg.locations[alert.location_id] = name
+        self._by_alert[alert.alert_id] = msg.key
+        self._enqueue(msg)
+
+    async def decide(self, alert_id: str, line: str, *, card_id: str | None = None) -> None:
+        """Show ``line`` (who decided what, when, the outcome) on ``alert_id``'s message.
+
+        An alert this sink never posted (a message older than its memory) gets the line as a
+        note in the card's thread instead.
+        """
+        self._check_open(alert_id)
+        msg = self._message_of(alert_id)
+        if msg is None:
+            await self.note(line, card_id=card_id, alert_id=alert_id)
+            return
+        lines = msg.decisions.setdefault(alert_id, [])
+        if line not in lines:
+            lines.append(line)
+            self._changed(msg)
+
+    async def note(self, text: str, *, card_id: str | None = None,
+                   alert_id: str | None = None) -> None:
+        """Post ``text`` as a reply in the thread of ``alert_id``'s message or ``card_id``'s
+        incident (a top-level message when neither is known)."""
+        self._check_open(alert_id)
+        self._check_room(alert_id)
+        parent: _Message | None = None
+        msg = self._message_of(alert_id) if alert_id else None
+        if msg is not None:
+            parent = self._messages.get(msg.parent or msg.key)
+        elif card_id is not None and card_id in self._incident_of:
+            incident = self._incidents.get(self._incident_of[card_id])
+            parent = self._messages.get(incident.parent) if incident else None
+        self._notes += 1
+        key = f"n:{time.time():.6f}:{self._notes}"
+        note = _Message(key=key, channel=parent.channel if parent else self.channel, note=text,
+                        parent=parent.key if parent else None,
+                        incident=parent.incident if parent else None)
+        self._messages[key] = note
+        self._enqueue(note)
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued message is posted or given up (else ``TimeoutError``)."""
@@ -226,22 +297,208 @@ class SlackAlertSink:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._sender
             self._queue.clear()
-            self._pending.clear()
+            self._queued.clear()
             self._idle.set()
             if self._own_session is not None:
                 await self._own_session.close()
                 self._own_session = None
 
-    # -- what the actions endpoint and tests look at ----------------------------------------------
+    # -- what the worker and tests look at --------------------------------------------------------
 
     def posted(self, alert_id: str) -> Posted | None:
-        """Where and when (``ts``) ``alert_id`` was posted, if this process posted it."""
-        return self._posted.get(alert_id)
+        """Where and when (``ts``) ``alert_id`` was posted, if this process knows."""
+        msg = self._message_of(alert_id)
+        if msg is None or msg.ts is None:
+            return None
+        return Posted(channel=msg.channel, ts=msg.ts, digest=msg.shown or "")
+
+    def thread_of(self, alert_id: str) -> str | None:
+        """The ``ts`` of the thread ``alert_id`` is in (its own message's, for a parent)."""
+        msg = self._message_of(alert_id)
+        if msg is None:
+            return None
+        return msg.thread_ts or msg.ts
 
     @property
     def queued(self) -> int:
         """Messages waiting to be posted or updated."""
         return len(self._queue)
+
+    def restore(self, records: list[dict[str, Any]]) -> int:
+        """Take back what ``on_posted`` recorded before a restart; returns messages restored."""
+        restored = 0
+        for record in records:
+            try:
+                msg = _Message(
+                    key=record["key"], channel=record["channel"], ts=record["ts"],
+                    thread_ts=record.get("thread_ts"), incident=record.get("incident"),
+                    parent=record.get("parent"), note=record.get("note"),
+                    alerts=[Alert.from_dict(a) for a in record.get("alerts") or []],
+                    gan=dict(record.get("gan") or {}),
+                    locations=dict(record.get("locations") or {}),
+                    decisions={k: list(v) for k, v in (record.get("decisions") or {}).items()},
+                    created=float(record.get("created") or time.time()))
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring an unreadable Slack message record: %r", record)
+                continue
+            msg.shown = _digest(self._render(msg))
+            old = self._messages.get(msg.key)
+            if old is not None and old.key in self._queued:
+                continue  # this process already has newer work for it
+            self._messages[msg.key] = msg
+            for alert in msg.alerts:
+                self._by_alert[alert.alert_id] = msg.key
+            if msg.incident:
+                incident = self._incidents.get(msg.incident)
+                if incident is None and msg.parent is None:
+                    incident = self._incidents[msg.incident] = _Incident(
+                        key=msg.incident, parent=msg.key, started=msg.created)
+                for alert in msg.alerts:
+                    for card in (alert.card_id, *alert.related_card_ids):
+                        self._incident_of[card] = msg.incident
+            restored += 1
+        self._forget_old()
+        return restored
+
+    # -- placing alerts in messages ---------------------------------------------------------------
+
+    def _check_open(self, alert_id: str | None) -> None:
+        if self._closed:
+            raise SinkClosed("send after close", sink=SINK, alert_id=alert_id)
+
+    def _check_room(self, alert_id: str | None) -> None:
+        if len(self._queue) >= self.max_queue:
+            raise RetryLater(f"{len(self._queue)} Slack messages already waiting", sink=SINK,
+                             alert_id=alert_id,
+                             retry_after=len(self._queue) * max(self.min_interval, 0.1))
+
+    def _message_of(self, alert_id: str | None) -> _Message | None:
+        key = self._by_alert.get(alert_id or "")
+        return self._messages.get(key) if key is not None else None
+
+    def _place(self, alert: Alert) -> _Message:
+        """The message ``alert`` goes in: a new top-level one, or a reply in its incident."""
+        if not self.incidents:
+            return self._new_message(alert, incident=None, parent=None)
+        cards = [alert.card_id, *alert.related_card_ids]
+        touched: list[_Incident] = []
+        for card in cards:
+            key = self._incident_of.get(card)
+            candidate = self._incidents.get(key) if key else None
+            if (candidate is not None and candidate not in touched
+                    and time.time() - candidate.started < self.incident_hours * 3600):
+                touched.append(candidate)
+        if not touched:
+            key = f"i:{alert.alert_id}"
+            msg = self._new_message(alert, incident=key, parent=None)
+            incident = self._incidents[key] = _Incident(key=key, parent=msg.key,
+                                                        started=time.time())
+        else:
+            # The alert links incidents (alerts of one batch arrive out of order from several
+            # partitions): keep the one already in Slack, fold in those not posted yet.
+            touched.sort(key=lambda i: (self._messages.get(i.parent) is None
+                                        or self._messages[i.parent].ts is None, i.started))
+            incident = touched[0]
+            for other in touched[1:]:
+                self._absorb(incident, other)
+            msg = self._reply(incident, alert)
+        for card in cards:
+            self._incident_of[card] = incident.key
+            self._incident_of.move_to_end(card)
+        return msg
+
+    def _reply(self, incident: _Incident, alert: Alert) -> _Message:
+        """``alert`` as a reply in ``incident``: into the reply still waiting, or a new one."""
+        reply = self._messages.get(incident.open_reply or "")
+        if (reply is not None and reply.ts is None and reply.key in self._queued
+                and len(reply.alerts) < MAX_ALERTS_PER_MESSAGE):
+            reply.alerts.append(alert)   # coalesce into the reply still waiting
+            return reply
+        msg = self._new_message(alert, incident=incident.key, parent=incident.parent)
+        incident.open_reply = msg.key
+        return msg
+
+    def _absorb(self, into: _Incident, other: _Incident) -> None:
+        """Move ``other``'s messages into ``into``'s thread if none of them is in Slack yet."""
+        members = [m for m in self._messages.values() if m.incident == other.key]
+        if any(m.ts is not None for m in members) or any(m.note is not None for m in members):
+            return
+        for m in members:
+            if m.key in self._queued:
+                self._queued.discard(m.key)
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(m.key)
+            del self._messages[m.key]
+            for moved in m.alerts:
+                target = self._reply(into, moved)
+                target.gan[moved.alert_id] = m.gan.get(moved.alert_id)
+                target.locations.update(m.locations)
+                self._by_alert[moved.alert_id] = target.key
+                if target.key not in self._queued:
+                    self._enqueue(target)
+        for card, key in list(self._incident_of.items()):
+            if key == other.key:
+                self._incident_of[card] = into.key
+        self._incidents.pop(other.key, None)
+
+    def _new_message(self, alert: Alert, *, incident: str | None,
+                     parent: str | None) -> _Message:
+        msg = _Message(key=f"a:{alert.alert_id}", channel=self.channel, alerts=[alert],
+                       incident=incident, parent=parent)
+        self._messages[msg.key] = msg
+        return msg
+
+    def _render(self, msg: _Message) -> SlackMessage:
+        if msg.note is not None:
+            return note_message(msg.note)
+        if len(msg.alerts) == 1:
+            alert = msg.alerts[0]
+            return alert_message(alert, gan_last4=msg.gan.get(alert.alert_id),
+                                 currency=self.currency, hold_mode=self.hold_mode,
+                                 location_name=msg.locations.get(alert.location_id),
+                                 decisions=msg.decisions.get(alert.alert_id))
+        return batch_message(msg.alerts, gan_last4=msg.gan, currency=self.currency,
+                             hold_mode=self.hold_mode, decisions=msg.decisions)
+
+    def _changed(self, msg: _Message) -> None:
+        """Queue an edit of ``msg`` if what it would show differs from what Slack shows."""
+        if msg.ts is None:
+            if msg.key not in self._queued:
+                self._enqueue(msg)  # an earlier attempt failed for good: try once more
+            return
+        if _digest(self._render(msg)) == msg.shown:
+            log.debug("message %s unchanged; nothing to do", msg.key)
+            return
+        self._enqueue(msg)
+
+    def _enqueue(self, msg: _Message) -> None:
+        if msg.key in self._queued:
+            return
+        msg.enqueued_at = asyncio.get_running_loop().time()
+        msg.attempt = 0
+        self._queue.append(msg.key)
+        self._queued.add(msg.key)
+        self._idle.clear()
+        self._wakeup.set()
+        self._ensure_sender()
+
+    def _forget_old(self) -> None:
+        while len(self._messages) > self.remember:
+            key, msg = next(iter(self._messages.items()))
+            if key in self._queued:
+                self._messages.move_to_end(key)
+                if all(k in self._queued for k in self._messages):
+                    return
+                continue
+            del self._messages[key]
+            for alert in msg.alerts:
+                if self._by_alert.get(alert.alert_id) == key:
+                    del self._by_alert[alert.alert_id]
+        while len(self._incident_of) > self.remember * 4:
+            self._incident_of.popitem(last=False)
+        live = set(self._incident_of.values())
+        for key in [k for k in self._incidents if k not in live]:
+            del self._incidents[key]
 
     # -- the sender -------------------------------------------------------------------------------
 
@@ -279,56 +536,94 @@ class SlackAlertSink:
             delay = next_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            item = self._pending[self._queue[0]]
+            msg = self._messages[self._queue[0]]
+            ident = msg.alerts[0].alert_id if msg.alerts else None
             wait = self.min_interval
             try:
-                await self._deliver(item)
+                called = await self._deliver(msg)
+                if not called:
+                    wait = 0.0
             except RetryLater as exc:
-                item.attempt += 1
+                msg.attempt += 1
                 self.last_error = exc
-                if loop.time() - item.enqueued_at >= self.give_up_after:
+                if loop.time() - msg.enqueued_at >= self.give_up_after:
                     log.error("giving up on Slack message for alert %s after %d attempts: %s",
-                              item.alert_id, item.attempt, exc)
-                    self._done(item, "failed")
+                              ident, msg.attempt, exc)
+                    self._done(msg, "failed")
                 else:
-                    wait = max(wait, self.backoff.delay(item.attempt, exc.retry_after, self._rng))
+                    wait = max(wait, self.backoff.delay(msg.attempt, exc.retry_after, self._rng))
                     log.warning("Slack message for alert %s: %s; retry %d in %.2fs",
-                                item.alert_id, exc, item.attempt, wait)
+                                ident, exc, msg.attempt, wait)
                     self._count("retried")
             except PermanentFailure as exc:
                 self.last_error = exc
-                log.error("Slack message for alert %s failed: %s", item.alert_id, exc)
-                self._done(item, "failed")
+                log.error("Slack message for alert %s failed: %s", ident, exc)
+                self._done(msg, "failed")
             except Exception as exc:  # never let one message stop the sender
                 self.last_error = exc if isinstance(exc, SinkError) else SinkError(
-                    f"unexpected error: {type(exc).__name__}: {exc}", sink=SINK,
-                    alert_id=item.alert_id)
-                log.exception("Slack message for alert %s failed unexpectedly", item.alert_id)
-                self._done(item, "failed")
+                    f"unexpected error: {type(exc).__name__}: {exc}", sink=SINK, alert_id=ident)
+                log.exception("Slack message for alert %s failed unexpectedly", ident)
+                self._done(msg, "failed")
             next_at = loop.time() + wait
 
-    async def _deliver(self, item: _Pending) -> None:
+    async def _deliver(self, msg: _Message) -> bool:
+        """Post or edit ``msg``; False when there was nothing to send (no call was made)."""
+        message = self._render(msg)
+        digest = _digest(message)
+        ident = msg.alerts[0].alert_id if msg.alerts else msg.key
+        if msg.ts is not None and digest == msg.shown:
+            self._done(msg, None)
+            return False
         chat = self._chat_client()
-        digest = item.digest
-        if item.ts is None:
-            item.channel, item.ts = await chat.post(self.channel, item.message,
-                                                    alert_id=item.alert_id)
+        if msg.ts is None:
+            parent = self._messages.get(msg.parent or "")
+            thread_ts = (parent.thread_ts or parent.ts) if parent is not None else None
+            if parent is not None and thread_ts is None and parent.key in self._queued:
+                # The thread's first message is not out yet (it failed and waits for a retry):
+                # go behind it rather than start a second thread.
+                self._queue.rotate(-1)
+                return False
+            msg.channel, msg.ts = await chat.post(msg.channel, message, alert_id=ident,
+                                                  thread_ts=thread_ts)
+            msg.thread_ts = thread_ts
+            outcome = "sent"
+            incident = self._incidents.get(msg.incident or "")
+            if incident is not None and incident.open_reply == msg.key:
+                incident.open_reply = None  # posted: later alerts go in a new reply
         else:
-            await chat.update(item.channel, item.ts, item.message, alert_id=item.alert_id)
-        self._remember(Posted(channel=item.channel, ts=item.ts, digest=digest), item.alert_id)
-        if item.digest != digest:  # a newer version arrived while this one was on the wire
-            self._count("sent")
-            item.attempt = 0
+            await chat.update(msg.channel, msg.ts, message, alert_id=ident)
+            outcome = "updated"
+        msg.shown = digest
+        await self._record(msg)
+        if _digest(self._render(msg)) != digest:  # changed while on the wire: edit again
+            self._count(outcome, max(1, len(msg.alerts)) if outcome == "sent" else 1)
+            msg.attempt = 0
+            return True
+        self._done(msg, outcome)
+        return True
+
+    async def _record(self, msg: _Message) -> None:
+        if self.on_posted is None or msg.ts is None:
             return
-        self._done(item, "sent")
+        record = {"key": msg.key, "channel": msg.channel, "ts": msg.ts,
+                  "thread_ts": msg.thread_ts, "incident": msg.incident, "parent": msg.parent,
+                  "note": msg.note, "alerts": [a.to_dict() for a in msg.alerts],
+                  "gan": msg.gan, "locations": msg.locations, "decisions": msg.decisions,
+                  "created": msg.created}
+        try:
+            await self.on_posted(record)
+        except Exception:  # the message is out; losing the record only risks a duplicate later
+            log.exception("could not record Slack message %s", msg.key)
 
-    def _remember(self, posted: Posted, alert_id: str) -> None:
-        self._posted[alert_id] = posted
-        self._posted.move_to_end(alert_id)
-        while len(self._posted) > self.remember:
-            self._posted.popitem(last=False)
-
-    def _done(self, item: _Pending, outcome: str) -> None:
-        self._queue.popleft()
-        self._pending.pop(item.alert_id, None)
-        self._count(outcome)
+    def _done(self, msg: _Message, outcome: str | None) -> None:
+        if self._queue and self._queue[0] == msg.key:
+            self._queue.popleft()
+        else:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(msg.key)
+        self._queued.discard(msg.key)
+        if outcome == "sent":
+            self._count(outcome, max(1, len(msg.alerts)))
+        elif outcome is not None:
+            self._count(outcome)
+        self._forget_old()

@@ -1,0 +1,58 @@
+"""Reads ``giftcard.alerts`` from its current end and writes ``event_id<TAB>time`` for every
+alert as it is consumed, until stopped (SIGTERM). A process of its own, so the time taken at
+consumption does not wait for the load generator's event loop.
+
+    python -m bench.tap --bootstrap HOST:PORT --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.common import partitions
+from streams import topics
+
+
+async def tap(bootstrap: str, out: str, ready: str) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=5)
+    await consumer.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        tps = [TopicPartition(topics.ALERTS, p) for p in await partitions(consumer, topics.ALERTS)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        open(ready, "w").close()
+        with open(out, "w", buffering=1) as fh:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.time()
+                for records in batch.values():
+                    for r in records:
+                        fh.write(f"{orjson.loads(r.value)['event_id']}\t{now:.6f}\n")
+    finally:
+        await consumer.stop()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.tap")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--ready", required=True, help="touched once reading from the end")
+    args = p.parse_args()
+    asyncio.run(tap(args.bootstrap, args.out, args.ready))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

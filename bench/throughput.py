@@ -1,0 +1,113 @@
+"""Faust floor and GiftGuard worker throughput over the pre-loaded ``giftcard.transactions``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.common import (
+    GROUP,
+    Proc,
+    Rate,
+    env_for,
+    free_port,
+    log,
+    measure,
+    metric_sum,
+    partitions,
+    scrape,
+    start,
+    start_worker,
+)
+from streams import topics
+
+
+def floor(bootstrap: str, workdir: Path, expected: int, timeout: float = 600) -> Rate:
+    """Events/s of a Faust agent that only deserialises each event."""
+    port = free_port()
+    proc = start("floor", ["-m", "bench.floor", "--web-port", str(port)], env_for(bootstrap),
+                 workdir, port)
+    try:
+        proc.wait_healthy()
+        return measure(lambda: metric_sum(scrape(proc), "bench_events_total"), expected,
+                       timeout=timeout, alive=proc.alive, pids=[proc.pid])
+    finally:
+        proc.stop()
+
+
+@dataclass
+class WorkerRun:
+    """One (or several) workers over the whole topic."""
+
+    cards: Rate          # card scope: giftguard_events_total from first progress to all events
+    all_hops: Rate       # the same start, until the entity and alert hops were drained too
+    alerts: float
+    rss_bytes: list[int]
+
+
+async def _group_drained(bootstrap: str, names: tuple[str, ...], timeout: float) -> float:
+    """Wait until the group's committed offsets reach the end of ``names``; when it did."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = [TopicPartition(name, p) for name in names
+               for p in await partitions(consumer, name)]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ends = await consumer.end_offsets(tps)
+            done = await admin.list_consumer_group_offsets(GROUP)
+            if all((done.get(tp).offset if done.get(tp) else 0) >= ends[tp] for tp in tps):
+                return time.monotonic()
+            await asyncio.sleep(0.25)
+        raise TimeoutError(f"{names} not drained after {timeout:.0f}s")
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
+            locations: Path | None = None, timeout: float = 900, **env: str) -> WorkerRun:
+    """``count`` real workers (every detector, RocksDB tables, alert output) over the topic."""
+    extra = dict(env)
+    if locations is not None:
+        extra["GIFTGUARD_LOCATIONS"] = str(locations)
+    procs: list[Proc] = [start_worker(bootstrap, workdir, name=f"worker{i + 1}", **extra)
+                         for i in range(count)]
+    try:
+        for p in procs:
+            p.wait_healthy()
+
+        def events() -> float:
+            return sum(metric_sum(scrape(p), "giftguard_events_total") for p in procs)
+
+        started = time.monotonic()
+        cards = measure(events, expected, timeout=timeout,
+                        alive=lambda: all(p.alive() for p in procs), pids=[p.pid for p in procs])
+        t_cards = time.monotonic()
+        # measure() started its clock at the first progress, cards.seconds before t_cards
+        t_first = t_cards - cards.seconds
+        t_drained = asyncio.run(_group_drained(
+            bootstrap, (topics.TRANSACTIONS, topics.ENTITY_EVENTS, topics.ALERTS),
+            timeout=max(60.0, timeout - (t_cards - started))))
+        all_hops = Rate(cards.records, t_drained - t_first)
+        alerts = sum(metric_sum(scrape(p), "giftguard_alerts_total") for p in procs)
+        rss = [_rss(p) for p in procs]
+        log(f"{count} worker(s): {cards.eps:,.0f} ev/s card scope, {all_hops.eps:,.0f} ev/s "
+            f"all hops drained (+{t_drained - t_cards:.1f} s), {alerts:,.0f} alerts")
+        return WorkerRun(cards, all_hops, alerts, rss)
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def _rss(p: Proc) -> int:
+    from bench.common import rss_bytes
+
+    return rss_bytes(p.pid)

@@ -1,0 +1,54 @@
+"""A tiny run of the benchmark's pieces (``make bench`` runs them at full size): the data, the
+ceiling, the Faust floor, one worker, a short latency step, and the results table."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import ceiling, latency, run, throughput
+from bench.common import preload, reset
+from bench.data import Dataset, activations, dataset
+from streams import topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def small() -> Dataset:
+    return dataset(3_000)
+
+
+def test_throughput_and_latency(bootstrap: str, small: Dataset, tmp_path: Path) -> None:
+    records = list(small.records())
+    assert records and all(key.startswith(b"gftc:") for key, _ in records[:10])
+
+    asyncio.run(reset(bootstrap))
+    n = asyncio.run(preload(bootstrap, topics.TRANSACTIONS, records))
+    assert n == len(records)
+    top = ceiling.run(bootstrap, n)
+    assert top.records > 0 and top.eps > 0
+    floor = throughput.floor(bootstrap, tmp_path / "floor", n, timeout=60)
+    assert floor.eps > 0
+    w = throughput.workers(bootstrap, tmp_path / "worker", n, 1, small.locations, timeout=90)
+    assert w.cards.eps > 0 and w.all_hops.eps > 0 and w.rss_bytes[0] > 0
+
+    asyncio.run(reset(bootstrap))
+    [step] = latency.run_steps(bootstrap, tmp_path / "latency", small.envelopes,
+                               small.locations, [(200, 1)], seconds=3)
+    assert step.ok == step.sent == 600
+    assert step.backlog_end == 0 or step.drained_s < 30
+    assert not math.isnan(step.decision_p99_ms)
+
+    res = {"events": n, "ceiling_eps": top.eps, "faust_floor_eps": floor.eps,
+           "worker_eps": w.all_hops.eps, "latency": [step.as_dict()]}
+    lines = run.table(res)
+    assert lines[0].startswith("| measurement") and any("Faust floor" in r for r in lines)
+
+
+def test_activations_are_distinct_cards() -> None:
+    keys = [k for k, _ in activations(50, ["L1", "L2"])]
+    assert len(set(keys)) == 50
