@@ -72,7 +72,7 @@ class Broker:
         self.broker = DevBroker(port=free_port(), data_dir=self.data_dir, heap=heap)
 
     def __enter__(self) -> Broker:
-        for attempt in range(3):
+        for _ in range(3):
             try:
                 self.broker.start(timeout=120)
                 return self
@@ -113,7 +113,7 @@ async def reset(bootstrap: str, partitions: int = PARTITIONS) -> None:
                 node = await admin.find_coordinator(GROUP)
                 await admin._send_request_to_node(node, DeleteGroupsRequest([GROUP]))
                 break
-            except Exception:  # noqa: BLE001 - no such group is fine
+            except Exception:  # no such group is fine
                 await asyncio.sleep(1)
         names = [t for t in await admin.list_topics() if not t.startswith("__")]
         if names:

@@ -20,7 +20,7 @@ from streams.admin import ensure_topics
 from streams.agents import raw_topic
 from streams.app import create_app
 from streams.settings import load_settings
-from streams.worker import serve
+from streams.worker import serve, use_uvloop
 
 
 def build(web_port: int) -> faust.App:
@@ -52,6 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.floor")
     parser.add_argument("--web-port", type=int, required=True)
     args = parser.parse_args()
+    use_uvloop()  # as the worker does
     return serve(build(args.web_port))
 
 

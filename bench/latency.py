@@ -84,7 +84,7 @@ def histogram_quantile(before: dict, after: dict, name: str, q: float) -> float:
         return float("nan")
     rank = q / 100 * total
     prev_le, prev_c = 0.0, 0.0
-    for le, c in zip(bounds, counts):
+    for le, c in zip(bounds, counts, strict=True):
         if c >= rank:
             if le == float("inf"):
                 return prev_le
@@ -225,9 +225,9 @@ class BridgeRun:
 
 
 def bridge_capacity(bootstrap: str, workdir: Path, events: Path, count: int, skip: int,
-                    concurrency: int = 64, floor: bool = False) -> BridgeRun:
-    """Closed-loop signed POSTs, ``concurrency`` at a time, every one acknowledged by Kafka
-    (or, with ``floor``, by a bare aiohttp app)."""
+                    concurrency: int = 32, floor: bool = False, clients: int = 2) -> BridgeRun:
+    """Closed-loop signed POSTs from ``clients`` processes, ``concurrency`` at a time each,
+    every one acknowledged by Kafka (or, with ``floor``, by a bare aiohttp app)."""
     from bench.common import cpu_seconds
 
     if floor:
@@ -240,12 +240,21 @@ def bridge_capacity(bootstrap: str, workdir: Path, events: Path, count: int, ski
     try:
         server.wait_healthy()
         cpu0 = cpu_seconds(server.pid)
-        load = _load(server, workdir, events, skip, count, tag=tag, concurrency=concurrency)
-        _wait(load, 600)
+        share = count // clients
+        loads = [_load(server, workdir, events, skip + i * share, share, tag=f"{tag}{i}",
+                       concurrency=concurrency) for i in range(clients)]
+        for load in loads:
+            _wait(load, 600)
         cpu = cpu_seconds(server.pid) - cpu0
-        info = orjson.loads((workdir / f"load-{tag}.json").read_bytes())
-        run = BridgeRun(info["ok"] / info["seconds"], info["ok"], info["sent"],
-                        1000 * cpu / max(1, info["ok"]), info["statuses"])
+        infos = [orjson.loads((workdir / f"load-{tag}{i}.json").read_bytes())
+                 for i in range(clients)]
+        ok = sum(i["ok"] for i in infos)
+        statuses: dict[str, int] = {}
+        for i in infos:
+            for k, v in i["statuses"].items():
+                statuses[k] = statuses.get(k, 0) + v
+        run = BridgeRun(ok / max(i["seconds"] for i in infos), ok,
+                        sum(i["sent"] for i in infos), 1000 * cpu / max(1, ok), statuses)
         log(f"{tag}: {run.rps:,.0f} req/s ({run.ok}/{run.sent} ok), "
             f"{run.cpu_per_request_ms:.3f} ms server CPU per request")
         return run

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import zlib
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -89,8 +90,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         seconds = time.perf_counter() - started
     if args.times:
-        with open(args.times, "w") as fh:
-            fh.writelines(f"{eid}\t{t:.6f}\n" for eid, t in times)
+        lines = "".join(f"{eid}\t{t:.6f}\n" for eid, t in times)
+        Path(args.times).write_text(lines)  # noqa: ASYNC240 - the clock has stopped
     return {"sent": len(items), "ok": statuses.get(200, 0), "seconds": seconds,
             "statuses": {str(k): v for k, v in statuses.items()},
             "max_schedule_lag": lag[0]}
@@ -110,6 +111,12 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--times")
     args = p.parse_args()
+    try:
+        import uvloop  # a cheaper client leaves more of the machine to the server measured
+
+        uvloop.install()
+    except ImportError:
+        pass
     result = asyncio.run(run(args))
     with open(args.out, "wb") as fh:
         fh.write(orjson.dumps(result))

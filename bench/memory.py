@@ -67,7 +67,7 @@ def states(cards: int, locations: Path, location_ids: list[str]
     return card_states, entity_states
 
 
-def _card_mark():  # noqa: ANN202
+def _card_mark():  # type: ignore[no-untyped-def]
     """The worker's prefix on a card's table value (where its last event was read), if any."""
     try:
         from streams.agents import _MARK, _MARK_TAG

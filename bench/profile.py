@@ -2,9 +2,10 @@
 
     python -m bench.profile [--events 100000] [--target worker|floor] [--seconds 30]
 
-Extra Faust settings to try: ``BENCH_FAUST_CONF='{"producer_linger": 0.002}'``, and
-``BENCH_UVLOOP=1`` (see :mod:`bench.tryconf`). Needs ``py-spy`` on PATH (or ``PY_SPY=/path/to/py-spy``); it is not a project dependency:
-``pip install py-spy``. Prints the functions with the most samples, inclusive and self, and
+Extra Faust settings to try: ``BENCH_FAUST_CONF='{"producer_linger": 0.002}'`` (see
+:mod:`bench.tryconf`). Needs ``py-spy`` on PATH (or ``PY_SPY=/path/to/py-spy``); it is not a
+project dependency: ``pip install py-spy``. Samples only threads holding the GIL (CPU, not
+waits). Prints the functions with the most samples, inclusive and self, and
 keeps the raw collapsed stacks in ``var/bench/profile-<target>.txt``.
 """
 

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import ceiling, detector, latency, memory, throughput
@@ -40,6 +41,15 @@ TARGETS = {
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
+
+
+def _guarded(res: dict, name: str, fn: Callable[[], None]) -> None:
+    """Run one measurement; a failure is recorded (and logged) and the others still run."""
+    try:
+        fn()
+    except Exception as exc:  # reported in the results; the other measurements go on
+        log(f"{name} failed: {exc!r}")
+        res.setdefault("errors", {})[name] = repr(exc)[-500:]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -73,76 +83,94 @@ def run(args: argparse.Namespace) -> dict:
             log(f"pre-loaded {n:,} events in {time.perf_counter() - t:.1f} s")
 
         if "ceiling" in only:
-            fresh_topic()
-            r = ceiling.run(bs, n)
-            res["ceiling_eps"] = r.eps
-            log(f"ceiling: {r.eps:,.0f} ev/s")
+            def _ceiling() -> None:
+                fresh_topic()
+                r = ceiling.run(bs, n)
+                res["ceiling_eps"] = r.eps
+                log(f"ceiling: {r.eps:,.0f} ev/s")
+            _guarded(res, "ceiling", _ceiling)
         if "floor" in only:
-            fresh_topic()
-            r = throughput.floor(bs, workdir / "floor", n)
-            res["faust_floor_eps"] = r.eps
-            res["faust_floor_cpu_us_per_event"] = 1e6 * r.cpu_seconds / max(1, r.records)
-            log(f"Faust floor: {r.eps:,.0f} ev/s")
+            def _floor() -> None:
+                fresh_topic()
+                r = throughput.floor(bs, workdir / "floor", n)
+                res["faust_floor_eps"] = r.eps
+                res["faust_floor_cpu_us_per_event"] = 1e6 * r.cpu_seconds / max(1, r.records)
+                log(f"Faust floor: {r.eps:,.0f} ev/s")
+            _guarded(res, "floor", _floor)
         if "worker" in only:
-            fresh_topic()
-            w = throughput.workers(bs, workdir / "worker1", n, 1, ds.locations)
-            res["worker_eps"] = w.all_hops.eps
-            res["worker_card_scope_eps"] = w.cards.eps
-            res["worker_cpu_us_per_event"] = 1e6 * w.cards.cpu_seconds / max(1, w.cards.records)
-            res["worker_alerts"] = w.alerts
-            res["worker_rss_bytes_after_run"] = w.rss_bytes[0]
+            def _worker() -> None:
+                fresh_topic()
+                w = throughput.workers(bs, workdir / "worker1", n, 1, ds.locations)
+                res["worker_eps"] = w.all_hops.eps
+                res["worker_card_scope_eps"] = w.cards.eps
+                res["worker_cpu_us_per_event"] = (1e6 * w.cards.cpu_seconds
+                                                  / max(1, w.cards.records))
+                res["worker_alerts"] = w.alerts
+                res["worker_rss_bytes_after_run"] = w.rss_bytes[0]
+            _guarded(res, "worker", _worker)
         if "two_workers" in only:
-            fresh_topic()
-            w = throughput.workers(bs, workdir / "worker2", n, 2, ds.locations)
-            res["two_workers_eps"] = w.all_hops.eps
-            res["two_workers_card_scope_eps"] = w.cards.eps
+            def _two_workers() -> None:
+                fresh_topic()
+                w = throughput.workers(bs, workdir / "worker2", n, 2, ds.locations)
+                res["two_workers_eps"] = w.all_hops.eps
+                res["two_workers_card_scope_eps"] = w.cards.eps
+            _guarded(res, "two_workers", _two_workers)
         if "latency" in only:
-            asyncio.run(reset(bs))
-            secs = cfg["latency_seconds"]
-            steps = latency.run_steps(bs, workdir / "latency", ds.envelopes, ds.locations,
-                                      [(500, 1), (1000, 1), (2000, 1), (2000, 2)], secs)
-            res["latency"] = [s.as_dict() for s in steps]
-            at1k = next(s for s in steps if s.rate == 1000)
-            res["latency_p50_ms"] = at1k.p50_ms
-            res["latency_p95_ms"] = at1k.p95_ms
-            res["latency_p99_ms"] = at1k.p99_ms
-            res["latency_samples"] = at1k.samples
-            two = next(s for s in steps if s.rate == 2000 and s.workers == 2)
-            res["backlog_growth_2000_two_workers_eps"] = two.backlog_growth
-            res["backlog_end_2000_two_workers"] = two.backlog_end
+            def _latency() -> None:
+                asyncio.run(reset(bs))
+                secs = cfg["latency_seconds"]
+                steps = latency.run_steps(bs, workdir / "latency", ds.envelopes, ds.locations,
+                                          [(500, 1), (1000, 1), (2000, 1), (2000, 2)], secs)
+                res["latency"] = [s.as_dict() for s in steps]
+                at1k = next(s for s in steps if s.rate == 1000)
+                res["latency_p50_ms"] = at1k.p50_ms
+                res["latency_p95_ms"] = at1k.p95_ms
+                res["latency_p99_ms"] = at1k.p99_ms
+                res["latency_samples"] = at1k.samples
+                two = next(s for s in steps if s.rate == 2000 and s.workers == 2)
+                res["backlog_growth_2000_two_workers_eps"] = two.backlog_growth
+                res["backlog_end_2000_two_workers"] = two.backlog_end
+            _guarded(res, "latency", _latency)
         if "bridge" in only:
-            asyncio.run(reset(bs))
-            skip = 4 * 2000 * cfg["latency_seconds"]  # events the latency steps did not use
-            count = min(cfg["bridge_requests"], max(1000, n - skip))
-            skip = min(skip, max(0, n - count))
-            floor_run = latency.bridge_capacity(bs, workdir / "bridge", ds.envelopes, count,
-                                                skip, floor=True)
-            bridge_run = latency.bridge_capacity(bs, workdir / "bridge", ds.envelopes, count,
-                                                 skip)
-            res["bridge_rps"] = bridge_run.rps
-            res["bridge_cpu_ms_per_request"] = bridge_run.cpu_per_request_ms
-            res["bridge_statuses"] = bridge_run.statuses
-            res["http_floor_rps"] = floor_run.rps
+            def _bridge() -> None:
+                asyncio.run(reset(bs))
+                skip = 4 * 2000 * cfg["latency_seconds"]  # events the latency steps did not use
+                count = min(cfg["bridge_requests"], max(1000, n - skip))
+                skip = min(skip, max(0, n - count))
+                floor_run = latency.bridge_capacity(bs, workdir / "bridge", ds.envelopes, count,
+                                                    skip, floor=True)
+                bridge_run = latency.bridge_capacity(bs, workdir / "bridge", ds.envelopes, count,
+                                                     skip)
+                res["bridge_rps"] = bridge_run.rps
+                res["bridge_cpu_ms_per_request"] = bridge_run.cpu_per_request_ms
+                res["bridge_statuses"] = bridge_run.statuses
+                res["http_floor_rps"] = floor_run.rps
+            _guarded(res, "bridge", _bridge)
         if "memory" in only:
-            locs = location_ids(ds)
-            small, big = cfg["memory_cards"]
-            base = memory.idle(bs, workdir / "memory", ds.locations)
-            p1 = memory.restored(bs, workdir / "memory", ds.locations, locs, small)
-            p2 = memory.restored(bs, workdir / "memory", ds.locations, locs, big)
-            res["memory_idle_rss_bytes"] = base
-            res["memory_points"] = [p.__dict__ for p in (p1, p2)]
-            res["bytes_per_card"] = (p2.rss_bytes - p1.rss_bytes) / (big - small)
-            res["state_bytes_per_card"] = (p2.state_bytes - p1.state_bytes) / (big - small)
-            if cfg["live_cards"]:
-                lp = memory.live(bs, workdir / "memory", ds.locations, locs, cfg["live_cards"])
-                res["memory_live"] = lp.__dict__
+            def _memory() -> None:
+                locs = location_ids(ds)
+                small, big = cfg["memory_cards"]
+                base = memory.idle(bs, workdir / "memory", ds.locations)
+                p1 = memory.restored(bs, workdir / "memory", ds.locations, locs, small)
+                p2 = memory.restored(bs, workdir / "memory", ds.locations, locs, big)
+                res["memory_idle_rss_bytes"] = base
+                res["memory_points"] = [p.__dict__ for p in (p1, p2)]
+                res["bytes_per_card"] = (p2.rss_bytes - p1.rss_bytes) / (big - small)
+                res["state_bytes_per_card"] = (p2.state_bytes - p1.state_bytes) / (big - small)
+                if cfg["live_cards"]:
+                    lp = memory.live(bs, workdir / "memory", ds.locations, locs,
+                                     cfg["live_cards"])
+                    res["memory_live"] = lp.__dict__
+            _guarded(res, "memory", _memory)
         res["kafka_seconds"] = time.monotonic() - started
     if "detector" in only:
-        d = detector.backtest(ds.envelopes, ds.locations, workdir / "detector")
-        res["detector_eps"] = d.detector_eps
-        res["detector_end_to_end_eps"] = d.end_to_end_eps
-        res["detector_state_bytes_per_card"] = d.mean_card_state_bytes
-        res["detector_alerts"] = d.alerts
+        def _detector() -> None:
+            d = detector.backtest(ds.envelopes, ds.locations, workdir / "detector")
+            res["detector_eps"] = d.detector_eps
+            res["detector_end_to_end_eps"] = d.end_to_end_eps
+            res["detector_state_bytes_per_card"] = d.mean_card_state_bytes
+            res["detector_alerts"] = d.alerts
+        _guarded(res, "detector", _detector)
     res["load_average_end"] = load_average()
     res["seconds"] = time.monotonic() - started
     return res

@@ -12,6 +12,7 @@ import asyncio
 import signal
 import sys
 import time
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,8 +33,8 @@ async def tap(bootstrap: str, out: str, ready: str) -> None:
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
-        open(ready, "w").close()
-        with open(out, "w", buffering=1) as fh:
+        Path(ready).touch()  # noqa: ASYNC240
+        with Path(out).open("w", buffering=1) as fh:  # noqa: ASYNC230 - small line writes
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100)
                 now = time.time()

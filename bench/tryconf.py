@@ -1,6 +1,7 @@
 """Run the worker (or the Faust floor) with extra Faust settings, to try them before they go
 into ``streams/app.py``: ``BENCH_FAUST_CONF='{"producer_linger": 0.002}' python -m bench.tryconf
-worker --web-port N`` (or ``floor --web-port N``). ``BENCH_UVLOOP=1`` installs uvloop first."""
+worker --web-port N`` (or ``floor --web-port N``). ``BENCH_UVLOOP=1`` installs uvloop first; ``BENCH_ROCKSDB_OPTIONS='{}'`` replaces the tables'
+RocksDB options (``streams.agents.ROCKSDB_OPTIONS``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ def main() -> int:
         original(self, *args, **kwargs)
 
     faust.App.__init__ = patched  # type: ignore[method-assign]
+    if os.environ.get("BENCH_ROCKSDB_OPTIONS") is not None:  # e.g. '{}' for Faust's defaults
+        import streams.agents
+
+        streams.agents.ROCKSDB_OPTIONS = json.loads(os.environ["BENCH_ROCKSDB_OPTIONS"])
     if os.environ.get("BENCH_UVLOOP"):
         import uvloop
 

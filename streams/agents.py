@@ -62,12 +62,25 @@ def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False
                      value_serializer="raw", partitions=partitions, internal=internal)
 
 
+#: RocksDB settings of both tables, per partition database (a worker opens one per partition and
+#: table). Faust's defaults (64 MiB write buffers, a 2 GiB block cache each) keep every card in
+#: memtables: resident memory grew with the state itself. Small write buffers flush the state to
+#: files (the page cache, not the worker's memory) and a small block cache bounds what reads
+#: keep; ``make bench`` measures the memory per card (bench/RESULTS.md).
+ROCKSDB_OPTIONS: dict[str, int] = {
+    "write_buffer_size": 4 << 20,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 8 << 20,
+}
+
+
 def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: AlertHandler,
              partitions: int) -> Worker:
     """Declare the worker's topics, tables and agents on ``app``."""
     # Raw bytes both ways: keys as the topics carry them, values as the engine encodes them.
     # (Faust picks a table's serializers from key_type/value_type, not from a schema.)
-    table_args = dict(default=None, partitions=partitions, key_type=bytes, value_type=bytes)
+    table_args = dict(default=None, partitions=partitions, key_type=bytes, value_type=bytes,
+                      options=dict(ROCKSDB_OPTIONS))
     w = Worker(
         app=app, engine=engine, metrics=metrics, on_alert=on_alert,
         transactions=raw_topic(app, topics.TRANSACTIONS, partitions),
@@ -219,10 +232,13 @@ class _Batch:
             if state_key in refused:
                 continue
             _as_current(event)
-            if value is None:
-                table.pop(state_key[1], None)
-            else:
-                table[state_key[1]] = value
+            try:
+                if value is None:
+                    table.pop(state_key[1], None)
+                else:
+                    table[state_key[1]] = value
+            except Exception as exc:
+                await _dead_letter(w, event, exc)
 
 
 async def _score_card(w: Worker, event: EventT, batch: _Batch | None = None) -> None:

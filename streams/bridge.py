@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber, ProducerFenced
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from detectors.events import InvalidEvent, format_time
@@ -39,6 +40,8 @@ from streams.slack_actions import SlackActions
 log = logging.getLogger("giftguard.bridge")
 
 MAX_BODY_BYTES = 1024 * 1024
+#: Errors after which an idempotent producer refuses every write until it is replaced.
+_FATAL_TO_PRODUCER = (OutOfOrderSequenceNumber, InvalidProducerEpoch, ProducerFenced)
 #: Answer well inside Square's 10 s delivery window, so a slow Kafka gets a retry, not a timeout.
 KAFKA_WRITE_TIMEOUT = 8.0
 
@@ -81,6 +84,8 @@ class Bridge:
         self._producer_factory = producer_factory or self._default_producer
         self.producer: AIOKafkaProducer | None = None
         self.recent = RecentIds()
+        #: False from a failed Kafka write until the next one succeeds (drives /healthz).
+        self._last_write_ok = True
         self._in_flight: dict[str, asyncio.Future[web.Response]] = {}
         self._connector: asyncio.Task[None] | None = None
         secret = settings.slack_signing_secret
@@ -139,7 +144,16 @@ class Bridge:
 
     async def healthz(self, request: web.Request) -> web.Response:
         """200 when the bridge can write to Kafka, 503 otherwise."""
-        ready = self.producer is not None
+        producer = self.producer
+        if producer is not None and not self._last_write_ok:
+            # The last write failed: ask the cluster for metadata before calling it healthy, so
+            # a probe (not only a webhook) notices Kafka is back.
+            try:
+                self._last_write_ok = bool(await asyncio.wait_for(
+                    producer.client.force_metadata_update(), 2.0))
+            except Exception:  # noqa: BLE001 - still unreachable
+                pass
+        ready = producer is not None and self._last_write_ok
         return web.json_response({"status": "ok" if ready else "kafka unavailable",
                                   "kafka": ready}, status=200 if ready else 503)
 
@@ -181,10 +195,15 @@ class Bridge:
             event = normalize_square(envelope, self._hash, received_at=format_time(time.time()))
         except InvalidEvent as exc:
             return await self._reject(body, "invalid_event", str(exc))
+        except Exception as exc:  # a shape the normalizer did not expect: still the sender's
+            return await self._reject(body, "invalid_event",
+                                      f"malformed envelope ({type(exc).__name__}: {exc})")
 
         pending = self._in_flight.get(provider_id)
         if pending is not None:  # the same delivery is being written right now: share its fate
-            return await asyncio.shield(pending)
+            shared = await asyncio.shield(pending)  # (a response object can be sent only once)
+            return web.Response(body=shared.body, status=shared.status,
+                                content_type=shared.content_type)
         future: asyncio.Future[web.Response] = asyncio.get_running_loop().create_future()
         self._in_flight[provider_id] = future
         try:
@@ -214,7 +233,15 @@ class Bridge:
             await self._acked(produce(), provider_id)
         except Exception as exc:
             log.warning("Kafka write failed: %r", exc, extra={"event_id": event_id})
+            if isinstance(exc, _FATAL_TO_PRODUCER) and self.producer is producer:
+                # The idempotent producer's sequence is broken (e.g. after a broker restart):
+                # it will refuse every later write, so start a new one.
+                self.producer = None
+                asyncio.ensure_future(producer.stop())
+                self._connector = asyncio.create_task(self._connect())
+            self._last_write_ok = False
             return _error(503, "Kafka did not acknowledge the write; retry later")
+        self._last_write_ok = True
         self.recent.add(provider_id)
         return web.json_response({"status": "accepted", "event_id": event_id})
 

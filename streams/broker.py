@@ -132,7 +132,7 @@ class DevBroker:
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             result = subprocess.run(
-                [*self._java(), "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                [*self._java(), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                  "-c", str(props)], capture_output=True, text=True, timeout=120)
             if result.returncode != 0:
                 raise BrokerError(f"formatting {self.data_dir} failed: "

@@ -89,8 +89,16 @@ class SlackActions:
             return web.json_response({"error": "Slack actions are not configured"}, status=404)
         if (request.content_length or 0) > MAX_BODY_BYTES:
             return web.json_response({"error": "body too large"}, status=413)
-        body = await request.read()
-        if not self.verifier.is_valid_request(body, dict(request.headers)):
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "body too large"}, status=413)
+        try:
+            valid = self.verifier.is_valid_request(body, dict(request.headers))
+        except (ValueError, TypeError, UnicodeDecodeError):
+            # slack_sdk raises on a non-numeric timestamp or a body that is not UTF-8.
+            valid = False
+        if not valid:
             return web.json_response({"error": "invalid Slack signature"}, status=401)
         try:
             form = urllib.parse.parse_qs(body.decode(), strict_parsing=False)

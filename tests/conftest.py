@@ -13,9 +13,14 @@ import pytest
 from streams.broker import DevBroker, free_port
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka() -> Iterator[DevBroker]:
-    """A single-node KRaft broker on a free loopback port, for the whole test session."""
+    """A single-node KRaft broker on a free loopback port, one per test module.
+
+    A broker of its own (a few seconds to start) keeps each module's topics, consumer groups and
+    table changelogs apart: a worker never has to chew through another module's backlog, and a
+    worker killed with -9 in one module never holds partitions in another's group.
+    """
     data_dir = Path(tempfile.mkdtemp(prefix="giftguard-kafka-"))
     broker = DevBroker(port=free_port(), data_dir=data_dir)
     broker.start(timeout=120)

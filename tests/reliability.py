@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -31,7 +31,7 @@ from detectors.square import normalize_square, salted_hasher
 from streams import topics
 from streams.agents import card_state
 from streams.settings import Settings
-from streams.simulation import SimConfig, generate
+from streams.simulation import SimConfig, SimEvent, generate
 from streams.simulation.world import build_locations
 from tests.kafka_helpers import end_offsets, read_since
 
@@ -57,6 +57,7 @@ class Run:
     pattern_of_incident: dict[str, str]
     locations: list[dict]
     locations_path: Path
+    sim: list = field(default_factory=list)  # SimEvents with the prefixed envelopes (to POST)
 
     def by_id(self) -> dict[str, Event]:
         return {e.event_id: e for e in self.events}
@@ -111,8 +112,11 @@ def sim_run(tmp_path: Path, *, events: int = 3000, days: int = 7, seed: int = 11
         locs.append(item)
     path = tmp_path / f"locations-{run}.json"
     path.write_bytes(orjson.dumps(locs))
+    posted = [SimEvent(env, f"square:{env['data']['object']['gift_card_activity']['id']}",
+                       f"{run}-{s.card_id}", s.is_fraud, s.pattern, s.incident_id, s.trap, s.ts_ms)
+              for s, env in zip(sim, envelopes, strict=True)]
     return Run(run, evs, [orjson.dumps(e) for e in envelopes], incident_of_card, pattern, locs,
-               path)
+               path, posted)
 
 
 @dataclass

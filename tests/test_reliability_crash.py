@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from streams import topics
+from streams.broker import free_port
+from tests.kafka_helpers import end_offsets
 from tests.reliability import (
     CARDS_CHANGELOG,
     FAST_FAILOVER,
@@ -38,9 +40,7 @@ from tests.reliability import (
     table_from_changelog,
     wait_consumed,
 )
-from tests.kafka_helpers import end_offsets
 from tests.services import Service, base_env, start
-from streams.broker import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
