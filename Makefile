@@ -56,7 +56,7 @@ broker: install jars
 	$(BIN)/giftguard broker
 
 lint: install
-	$(BIN)/ruff check streams detectors sinks tests
+	$(BIN)/ruff check streams detectors sinks tests bench deploy
 
 bench: install jars
 	$(BIN)/python -m bench.run

@@ -1,7 +1,8 @@
 """Run the worker (or the Faust floor) with extra Faust settings, to try them before they go
 into ``streams/app.py``: ``BENCH_FAUST_CONF='{"producer_linger": 0.002}' python -m bench.tryconf
-worker --web-port N`` (or ``floor --web-port N``). ``BENCH_UVLOOP=1`` installs uvloop first; ``BENCH_ROCKSDB_OPTIONS='{}'`` replaces the tables'
-RocksDB options (``streams.agents.ROCKSDB_OPTIONS``)."""
+worker --web-port N`` (or ``floor --web-port N``). ``BENCH_UVLOOP=1`` installs uvloop first;
+``BENCH_ROCKSDB_OPTIONS='{}'`` replaces the tables' RocksDB options
+(``streams.agents.ROCKSDB_OPTIONS``)."""
 
 from __future__ import annotations
 

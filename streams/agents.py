@@ -93,25 +93,11 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
 
     @app.agent(w.transactions, name="score-cards")
     async def score_cards(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-            batch = _Batch()
-            for event in events:
-                try:
-                    await _score_card(w, event, batch)
-                except Exception as exc:
-                    await _dead_letter(w, event, exc)
-            await batch.commit(w)
+        await _score_batches(w, stream, _score_card)
 
     @app.agent(w.entity_events, name="score-entities")
     async def score_entities(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-            batch = _Batch()
-            for event in events:
-                try:
-                    await _score_entity(w, event, batch)
-                except Exception as exc:
-                    await _dead_letter(w, event, exc)
-            await batch.commit(w)
+        await _score_batches(w, stream, _score_entity)
 
     @app.agent(w.alerts, name="act-on-alerts")
     async def act_on_alerts(stream: faust.StreamT[bytes]) -> None:
@@ -126,6 +112,20 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
         _update_gauges(w)
 
     return w
+
+
+async def _score_batches(w: Worker, stream: faust.StreamT[bytes],
+                         score: Callable[[Worker, EventT, _Batch], Awaitable[None]]) -> None:
+    """Score a stream in batches: each event alone and in order, dead-lettered if it raises;
+    the batch's Kafka writes are awaited together, then its table writes are made."""
+    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        batch = _Batch()
+        for event in events:
+            try:
+                await score(w, event, batch)
+            except Exception as exc:
+                await _dead_letter(w, event, exc)
+        await batch.commit(w)
 
 
 def table_size(table: Any) -> int:
@@ -144,7 +144,7 @@ def _update_gauges(w: Worker) -> None:
     for tp in consumer.assignment():
         try:
             high = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - no fetch yet for this partition
+        except Exception:
             continue
         if high is None:
             continue
