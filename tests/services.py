@@ -7,6 +7,7 @@ its output captured to a log file the test can show when something fails.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,3 +113,13 @@ def start_worker(bootstrap: str, log_dir: Path, name: str = "worker", **extra: s
     port = free_port()
     env = base_env(bootstrap, GIFTGUARD_DATA_DIR=str(log_dir / f"{name}-data"), **extra)
     return start(name, ["worker", "--web-port", str(port)], env, log_dir, port)
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Prometheus text: the sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total

@@ -9,7 +9,6 @@ forged signature got 401 and wrote nothing.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from streams import topics
 from streams.signatures import SQUARE_SIGNATURE_HEADER, square_signature
 from tests.fakes.slack_api import CHANNEL_NAME, TOKEN, FakeSlackApi
 from tests.kafka_helpers import end_offsets, read_since
-from tests.services import SIGNATURE_KEY, Service, start_bridge, start_worker
+from tests.services import SIGNATURE_KEY, Service, metric_sum, start_bridge, start_worker
 from tests.square_envelopes import envelope
 
 pytestmark = pytest.mark.integration
@@ -140,14 +139,6 @@ async def _settled_metrics(worker: Service, timeout: float = 60.0) -> str:
     raise AssertionError("worker metrics did not settle")
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstrap: str,
@@ -236,7 +227,7 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
 
     # The worker's /metrics counts the events and the alerts (deltas over this test).
     def delta(name: str, **labels: str) -> float:
-        return _metric(metrics, name, **labels) - _metric(baseline, name, **labels)
+        return metric_sum(metrics, name, **labels) - metric_sum(baseline, name, **labels)
 
     assert delta("giftguard_events_total") == len(statuses)
     assert delta("giftguard_deadletter_total", source="worker") == len(dead)
@@ -249,8 +240,8 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
     # State gauges: table sizes and consumer lag are exported (updated every few seconds).
     for _ in range(30):
         text = worker.get("/metrics")[1].decode()
-        if _metric(text, "giftguard_table_keys", table="cards") >= 11:
+        if metric_sum(text, "giftguard_table_keys", table="cards") >= 11:
             break
         await asyncio.sleep(0.5)
-    assert _metric(text, "giftguard_table_keys", table="cards") >= 11
+    assert metric_sum(text, "giftguard_table_keys", table="cards") >= 11
     assert "giftguard_consumer_lag_messages{" in text

@@ -16,7 +16,6 @@ alerts equal the in-process reference.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import time
 from collections import Counter
@@ -39,7 +38,7 @@ from tests.reliability import (
     table_from_changelog,
     wait_consumed,
 )
-from tests.services import SIGNATURE_KEY, start_bridge, start_worker
+from tests.services import SIGNATURE_KEY, metric_sum, start_bridge, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -48,13 +47,6 @@ DOWN_AT = 4.0         # s into the stream
 DOWN_FOR = 12.0       # s: longer than the bridge's 8 s write timeout
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 async def test_broker_restart_mid_stream(tmp_path: Path) -> None:
@@ -105,7 +97,7 @@ async def test_broker_restart_mid_stream(tmp_path: Path) -> None:
         shutil.rmtree(tmp_path / "kafka", ignore_errors=True)
 
     # The sender was told to come back later while Kafka was down, and every delivery landed.
-    answered_503 = _metric(bridge_metrics, "giftguard_bridge_requests_total", status="503")
+    answered_503 = metric_sum(bridge_metrics, "giftguard_bridge_requests_total", status="503")
     assert summary.errors.get("HTTP 503", 0) > 0 and answered_503 > 0, summary.errors
     assert summary.sent == len(run.sim) and summary.failed == 0, summary.line()
 

@@ -22,7 +22,6 @@ behind the poison, and the worker's ``giftguard_deadletter_total`` by reason.
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import orjson
@@ -32,18 +31,11 @@ from aiokafka import AIOKafkaProducer
 from streams import topics
 from tests.kafka_helpers import end_offsets, read_since
 from tests.reliability import FAST_FAILOVER, alerts_of, new_run, wait_consumed
-from tests.services import start_worker
+from tests.services import metric_sum, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 def _t(minute: float) -> str:
@@ -142,8 +134,8 @@ async def test_poison_is_dead_lettered_and_the_worker_goes_on(bootstrap: str,
     assert "bulk_purchase" in rules, alerts
     for reason in ("invalid_event", "OverflowError", "TypeError"):
         expected = sum(1 for p in poison if p[2] == reason)
-        got = (_metric(after, "giftguard_deadletter_total", reason=reason, source="worker")
-               - _metric(before, "giftguard_deadletter_total", reason=reason, source="worker"))
+        got = (metric_sum(after, "giftguard_deadletter_total", reason=reason, source="worker")
+               - metric_sum(before, "giftguard_deadletter_total", reason=reason, source="worker"))
         assert got == expected, (reason, got)
     print(f"\npoison: {len(poison)} poison records + {len(good)} good events in; "
           f"{len(dead)} dead-lettered ({sorted(h[topics.DLQ_REASON] for h in by_value.values())}); "
