@@ -171,7 +171,7 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
     assert statuses == [200] * len(statuses)
 
     alerts = await _alerts_for(bootstrap, alerts_before, run,
-                               until=lambda cards: drain_card in cards and cards & set(bulk_cards))
+                               until=lambda cards: drain_card in cards and len(cards & set(bulk_cards)) >= 4)
     metrics = await _settled_metrics(worker)  # every event scored, every alert acted on
     alerts = await _alerts_for(bootstrap, alerts_before, run, until=lambda cards: False, timeout=2)
     by_card = {a["card_id"]: a for a in alerts}
@@ -182,8 +182,10 @@ async def test_webhooks_in_alerts_out(services: tuple[Service, Service], bootstr
     assert drain_alert["amount_at_risk_minor"] > 0 and drain_alert["reasons"]
     bulk_alerts = [a for a in alerts if "bulk_purchase" in a["rules"]]
     assert bulk_alerts, alerts
-    related = set(bulk_alerts[-1]["related_card_ids"]) | {bulk_alerts[-1]["card_id"]}
-    assert related <= set(bulk_cards) and len(related) >= 4
+    # Alerts from several partitions arrive in no set order: take the one naming most of the batch.
+    widest = max(bulk_alerts, key=lambda a: len(a["related_card_ids"]))
+    related = set(widest["related_card_ids"]) | {widest["card_id"]}
+    assert related <= set(bulk_cards) and len(related) >= 4, bulk_alerts
     assert trap_card not in by_card, "same-store spend after purchase must not alert"
     for a in alerts:
         assert set(a) >= {"alert_id", "card_id", "related_card_ids", "location_id", "event_id",
