@@ -293,10 +293,12 @@ class FeedbackLearner:
                 await consumer.stop()
 
 
-def pos_client(settings: Any, hold_policy: HoldPolicy) -> Any:
+def pos_client(settings: Any, hold_policy: HoldPolicy,
+               on_retry: Callable[[Any], object] | None = None) -> Any:
     """The POS client holds go through: Square when ``SQUARE_ACCESS_TOKEN`` is set.
 
     A hold mode other than shadow (in the environment or any location's policy) needs it.
+    ``on_retry`` is called with the error before each request the client sends again.
     """
     modes = {settings.giftguard_hold_mode, *(p.mode for p in hold_policy.overrides.values()
                                              if p.mode)}
@@ -307,7 +309,7 @@ def pos_client(settings: Any, hold_policy: HoldPolicy) -> Any:
         return None
     from sinks.pos import SquarePosClient
 
-    return SquarePosClient.from_settings(settings)
+    return SquarePosClient.from_settings(settings, on_retry=on_retry)
 
 
 def wire_actions(app: Any, w: Any, settings: Any, hold_policy: HoldPolicy,
@@ -352,7 +354,13 @@ def wire_actions(app: Any, w: Any, settings: Any, hold_policy: HoldPolicy,
         await app.producer.flush()
 
     metrics = w.metrics
-    pos = pos_client(settings, hold_policy)
+
+    def count_retry(exc: Any) -> None:  # a POS outage the client's retries ride out shows too
+        from sinks.pos.retry import retry_reason
+
+        metrics.pos_retries.labels(exc.sink, retry_reason(exc)).inc()
+
+    pos = pos_client(settings, hold_policy, on_retry=count_retry)
     executor = HoldExecutor(
         pos=pos, mode=settings.giftguard_hold_mode, policy=hold_policy, metrics=metrics,
         outputs=Outputs(holds=json_sender(holds), audit=json_sender(audit),

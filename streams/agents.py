@@ -2,8 +2,10 @@
 
 Data flows one way:
 ``giftcard.transactions`` (keyed by card) → ``score_cards`` (card table) → alerts;
-events that matter to a location or payment instrument are re-keyed onto an internal topic →
-``score_entities`` (entity table) → alerts; ``giftcard.alerts`` → ``act_on_alerts`` → sinks.
+events that matter to a location or payment instrument are re-keyed onto an internal topic
+(packed per partition, :mod:`streams.forwarding`) → ``score_entities`` (entity table) → alerts;
+``giftcard.alerts`` → ``act_on_alerts`` → sinks. Both tables are written a batch at a time
+(:mod:`streams.state`): changelog records first, then the local store.
 
 Every agent catches what its handler raises and dead-letters the record with the reason, topic,
 partition and offset (Faust would otherwise skip the event silently), then goes on.
@@ -15,13 +17,11 @@ import asyncio
 import logging
 import struct
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 from faust.types import EventT
 
 from detectors.alerts import Alert
@@ -30,6 +30,8 @@ from detectors.events import Event, InvalidEvent, format_time, parse_time
 from sinks.metrics import WorkerMetrics
 from streams import topics
 from streams.deadletter import deadletter_headers
+from streams.forwarding import pack, partition_for, unpack
+from streams.state import BatchTable, Write
 
 log = logging.getLogger("giftguard.worker")
 
@@ -54,6 +56,8 @@ class Worker:
     classify: Callable[[Alert], None] | None = None
     #: An extra alert for an event on a held card (value taken off it), from the hold registry.
     held_alert: Callable[[Event], Alert | None] | None = None
+    #: Partitions of every topic (the entity topic's, to place forwarded events).
+    partitions: int = 1
 
 
 def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False) -> faust.TopicT:
@@ -89,15 +93,18 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
         deadletter=raw_topic(app, topics.DEADLETTER, partitions),
         cards=app.Table("cards", **table_args),
         entities=app.Table("entities", **table_args),
+        partitions=partitions,
     )
+
+    card_table, entity_table = BatchTable(app, w.cards), BatchTable(app, w.entities)
 
     @app.agent(w.transactions, name="score-cards")
     async def score_cards(stream: faust.StreamT[bytes]) -> None:
-        await _score_batches(w, stream, _score_card)
+        await _score_batches(w, stream, card_table, _one_event, _score_card)
 
     @app.agent(w.entity_events, name="score-entities")
     async def score_entities(stream: faust.StreamT[bytes]) -> None:
-        await _score_batches(w, stream, _score_entity)
+        await _score_batches(w, stream, entity_table, _packed_events, _score_entity)
 
     @app.agent(w.alerts, name="act-on-alerts")
     async def act_on_alerts(stream: faust.StreamT[bytes]) -> None:
@@ -105,7 +112,7 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
             try:
                 await w.on_alert(Alert.from_json(event.value))
             except Exception as exc:
-                await _dead_letter(w, event, exc)
+                await _dead_letter(w, Item(event.message, 0, event.message.key, event.value), exc)
 
     @app.timer(interval=5.0, name="state-gauges")
     async def state_gauges() -> None:
@@ -114,18 +121,36 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
     return w
 
 
-async def _score_batches(w: Worker, stream: faust.StreamT[bytes],
-                         score: Callable[[Worker, EventT, _Batch], Awaitable[None]]) -> None:
-    """Score a stream in batches: each event alone and in order, dead-lettered if it raises;
-    the batch's Kafka writes are awaited together, then its table writes are made."""
+async def _score_batches(w: Worker, stream: faust.StreamT[bytes], table: BatchTable,
+                         expand: Callable[[EventT], list[tuple[bytes, bytes]]],
+                         score: Callable[[Worker, Item, _Batch], Awaitable[None]]) -> None:
+    """Score a stream in batches: each item (an event) alone and in order, dead-lettered if it
+    raises; then the batch's writes are finished (:meth:`_Batch.finish`) before Faust
+    acknowledges its events."""
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-        batch = _Batch()
+        batch = _Batch(table)
         for event in events:
+            msg = event.message
             try:
-                await score(w, event, batch)
+                pairs = expand(event)
             except Exception as exc:
-                await _dead_letter(w, event, exc)
-        await batch.commit(w)
+                await _dead_letter(w, Item(msg, 0, msg.key, event.value), exc)
+                continue
+            for index, (key, value) in enumerate(pairs):
+                item = Item(msg, index, key, value)
+                try:
+                    await score(w, item, batch)
+                except Exception as exc:
+                    await _dead_letter(w, item, exc)
+        await batch.finish(w)
+
+
+def _one_event(event: EventT) -> list[tuple[bytes, bytes]]:
+    return [(event.message.key, event.value)]
+
+
+def _packed_events(event: EventT) -> list[tuple[bytes, bytes]]:
+    return unpack(event.value)
 
 
 def table_size(table: Any) -> int:
@@ -154,19 +179,29 @@ def _update_gauges(w: Worker) -> None:
     w.metrics.table_keys.labels("entities").set(table_size(w.entities))
 
 
-#: A card's table value starts with where the last event applied to it was read (a tag byte,
-#: the partition and offset in ``giftcard.transactions``), then the engine's state. After a crash
-#: Faust replays from the last committed offset while the table (RocksDB, changelog) may already
-#: hold later events; an event at or below the card's mark was applied and is skipped, however
-#: many events of the card the replay spans (the engine's own ring remembers only the last 8).
+#: A table value starts with where the last event applied to it was read (a tag byte, the
+#: partition, offset and, for the packed entity records, the index in the record), then the
+#: engine's state. After a crash Faust replays from the last committed offset while the table
+#: (RocksDB, changelog) may already hold later events; an event at or below the key's mark was
+#: applied and is skipped, however many events of the key the replay spans (the engine's own
+#: ring remembers only the last 8).
 _MARK = struct.Struct(">Bhq")
 _MARK_TAG = 0xA5
+_ENTITY_MARK = struct.Struct(">Bhqi")
+_ENTITY_MARK_TAG = 0xA6
 
 
 def card_state(value: bytes | None) -> bytes | None:
     """The engine's state in a ``cards`` table value (without the replay mark)."""
     if value is not None and value[:1] == bytes([_MARK_TAG]):
         return value[_MARK.size:]
+    return value
+
+
+def entity_state(value: bytes | None) -> bytes | None:
+    """The engine's state in an ``entities`` table value (without the replay mark)."""
+    if value is not None and value[:1] == bytes([_ENTITY_MARK_TAG]):
+        return value[_ENTITY_MARK.size:]
     return value
 
 
@@ -178,116 +213,177 @@ BATCH_MAX = 500
 BATCH_WITHIN = 0.005
 
 
-async def _send(w: Worker, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
+@dataclass(slots=True)
+class Item:
+    """One event to score: the record it came in (``index`` in a packed entity record), its
+    key and its bytes (what a dead-letter record carries)."""
+
+    msg: Any
+    index: int
+    key: bytes | None
+    value: bytes
+
+
+async def _send(w: Worker, topic: str, key: bytes | None, value: bytes,
+                partition: int | None = None) -> Awaitable[Any]:
     """Hand a record to the app's Kafka producer; returns the delivery future.
 
     Straight to the producer rather than through ``Topic.send``: the bytes are final already,
     and Faust's per-message path (future message, channel, sensors) was a tenth of the
     worker's time in the benchmark profile (bench/RESULTS.md).
     """
-    return await w.app.producer.send(topic, key, value, partition=None, timestamp=None,
+    return await w.app.producer.send(topic, key, value, partition=partition, timestamp=None,
                                      headers=None)
 
 
-def _as_current(event: EventT) -> None:
-    """Make ``event`` Faust's current event in this task: tables pick the RocksDB partition and
-    the changelog partition of a key from it (in a batch, events come from many partitions)."""
-    _current_event.set(weakref.ref(event))
+@dataclass(slots=True)
+class _Pending:
+    """What one item of a batch wrote: the delivery futures, and the state key it changed."""
+
+    item: Item
+    state_key: bytes | None
+    sent: list[Any]
+
+
+_UNSET = object()
 
 
 class _Batch:
-    """One batch of a scoring agent: reads see the batch's earlier state writes; the records an
-    event sent are awaited with the whole batch's, and only then are the states written. An
-    event whose records Kafka refused is dead-lettered and its key's state is not written."""
+    """One batch of a scoring agent; reads see the states of the batch's earlier items.
 
-    def __init__(self) -> None:
-        self.sends: list[tuple[EventT, list[Awaitable[Any]], tuple[int, bytes] | None]] = []
-        self.states: dict[tuple[int, bytes], tuple[Any, EventT, bytes | None]] = {}
+    An item's alerts are handed to the producer as it is scored. :meth:`finish` sends the
+    events forwarded to the entity scope (packed, one record per partition), awaits every
+    record; an item whose records Kafka refused is dead-lettered and its key's state is not
+    written; then the states' changelog records are written and awaited, then the local store.
+    Faust acknowledges the events only after that: a crash anywhere before leaves them
+    unacknowledged, and they are replayed (the replay marks skip what was applied)."""
 
-    def get(self, table: Any, key: bytes, event: EventT) -> bytes | None:
-        hit = self.states.get((id(table), key))
-        if hit is not None:
-            return hit[2]
-        _as_current(event)
-        return table.get(key)
+    def __init__(self, table: BatchTable) -> None:
+        self.table = table
+        self.pending: list[_Pending] = []
+        self.states: dict[bytes, tuple[int, bytes | None]] = {}
+        self.forwards: dict[int, list[tuple[bytes, bytes]]] = {}
+        self.forwarded_by: dict[int, list[_Pending]] = {}
 
-    def defer(self, event: EventT, sent: list[Awaitable[Any]], table: Any, key: bytes,
-              value: bytes | None) -> None:
-        self.sends.append((event, sent, (id(table), key)))
-        self.states[(id(table), key)] = (table, event, value)
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        hit = self.states.get(key, _UNSET)
+        if hit is not _UNSET:
+            return hit[1]  # type: ignore[index]
+        return self.table.get(partition, key)
 
-    async def commit(self, w: Worker) -> None:
-        futures = [f for _, sent, _ in self.sends for f in sent]
-        results = await asyncio.gather(*futures, return_exceptions=True) if futures else []
-        refused: set[tuple[int, bytes]] = set()
-        i = 0
-        for event, sent, state_key in self.sends:
-            errors = [r for r in results[i:i + len(sent)] if isinstance(r, BaseException)]
-            i += len(sent)
-            if errors:
-                if state_key is not None:
-                    refused.add(state_key)
-                await _dead_letter(w, event, errors[0])  # type: ignore[arg-type]
-        for state_key, (table, event, value) in self.states.items():
-            if state_key in refused:
-                continue
-            _as_current(event)
+    def add(self, item: Item, sent: list[Any], state_key: bytes, partition: int,
+            value: bytes | None) -> _Pending:
+        """Record an item's sent records and the state it leaves its key in."""
+        pending = _Pending(item, state_key, sent)
+        self.pending.append(pending)
+        self.states[state_key] = (partition, value)
+        return pending
+
+    def forward(self, pending: _Pending, keys: list[str], value: bytes, partitions: int) -> None:
+        """Queue ``value`` for the entity scope under each key (see :meth:`send_forwards`)."""
+        for k in keys:
+            key = k.encode()
+            p = partition_for(key, partitions)
+            self.forwards.setdefault(p, []).append((key, value))
+            by = self.forwarded_by.setdefault(p, [])
+            if not by or by[-1] is not pending:
+                by.append(pending)
+
+    async def _send_forwards(self, w: Worker) -> None:
+        """Hand the forwarded events to the producer, one record per entity partition."""
+        for p, items in self.forwards.items():
             try:
-                if value is None:
-                    table.pop(state_key[1], None)
-                else:
-                    table[state_key[1]] = value
+                fut = await _send(w, topics.ENTITY_EVENTS, None, pack(items), partition=p)
             except Exception as exc:
-                await _dead_letter(w, event, exc)
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_exception(exc)
+            for pending in self.forwarded_by[p]:
+                pending.sent.append(fut)
+
+    async def finish(self, w: Worker) -> None:
+        """Await the batch's records, then write the states (changelog, then store)."""
+        await self._send_forwards(w)
+        futures = {id(f): f for pending in self.pending for f in pending.sent}
+        if futures:
+            await asyncio.gather(*futures.values(), return_exceptions=True)
+        refused: set[bytes] = set()
+        for pending in self.pending:
+            errors = [f.exception() for f in pending.sent if f.exception() is not None]
+            if errors:
+                if pending.state_key is not None:
+                    refused.add(pending.state_key)
+                await _dead_letter(w, pending.item, errors[0])
+        await _write_states(w, self.table, [(p, key, value) for key, (p, value)
+                                            in self.states.items() if key not in refused])
 
 
-async def _score_card(w: Worker, event: EventT, batch: _Batch | None = None) -> None:
-    ev = Event.from_json(event.value)
+async def _write_states(w: Worker, table: BatchTable, writes: list[Write]) -> None:
+    """Changelog records first (awaited), then the local store and the persisted offsets."""
+    if not writes:
+        return
+    futures: list[Any] = []
+    for p, key, value in writes:
+        try:
+            futures.append(await table.send(p, key, value))
+        except Exception as exc:
+            futures.append(exc)
+    results = await asyncio.gather(*(f for f in futures if not isinstance(f, BaseException)),
+                                   return_exceptions=True)
+    offsets: dict[int, int] = {}
+    failed = sum(1 for f in futures if isinstance(f, BaseException))
+    for r in results:
+        if isinstance(r, BaseException):
+            failed += 1
+        else:
+            offsets[r.partition] = max(r.offset, offsets.get(r.partition, -1))
+    if failed:
+        # Kept locally all the same: this worker's state is right; what the changelog lacks
+        # is restored only if the partition moves before the key is written again.
+        log.error("%d changelog records of %s not written", failed, table.table.name)
+        w.metrics.deadletters.labels("changelog_write_failed", "worker").inc(failed)
+    table.write(writes, offsets)
+
+
+async def _score_card(w: Worker, item: Item, batch: _Batch) -> None:
+    ev = Event.from_json(item.value)
     key = ev.card_id.encode()
-    msg = event.message
-    state = w.cards.get(key) if batch is None else batch.get(w.cards, key, event)
+    msg = item.msg
+    state = batch.get(msg.partition, key)
     if state is not None and state[0] == _MARK_TAG:
         _, partition, offset = _MARK.unpack_from(state)
         if partition == msg.partition and msg.offset <= offset:
             return  # a replay after a crash or rebalance: this event was applied already
         state = state[_MARK.size:]
     outcome = w.engine.on_card_event(ev, state)
-    sent = [await _send(w, topics.ENTITY_EVENTS, k.encode(), event.value)
-            for k in outcome.forward]
     alerts = outcome.alerts
     if w.held_alert is not None:
         held = w.held_alert(ev)
         if held is not None:
             alerts = [*alerts, held]
-    sent += await _publish(w, ev, alerts, outcome.score)
+    sent = await _publish(w, ev, alerts, outcome.score)
     value = (None if outcome.state is None
              else _MARK.pack(_MARK_TAG, msg.partition, msg.offset) + outcome.state)
-    if batch is not None:  # the batch awaits the records, then writes the state
-        batch.defer(event, sent, w.cards, key, value)
-        return
-    # Only once Kafka has the alerts and forwarded events may the state say the event was
-    # applied: a crash in between then replays the event instead of losing what it raised.
-    await asyncio.gather(*sent)
-    if value is None:
-        w.cards.pop(key, None)
-    else:
-        w.cards[key] = value
+    pending = batch.add(item, sent, key, msg.partition, value)
+    if outcome.forward:
+        batch.forward(pending, outcome.forward, item.value, w.partitions)
 
 
-async def _score_entity(w: Worker, event: EventT, batch: _Batch | None = None) -> None:
-    key = event.message.key
-    ev = Event.from_json(event.value)
-    state = w.entities.get(key) if batch is None else batch.get(w.entities, key, event)
+async def _score_entity(w: Worker, item: Item, batch: _Batch) -> None:
+    key = item.key or b""
+    msg = item.msg
+    ev = Event.from_json(item.value)
+    state = batch.get(msg.partition, key)
+    if state is not None and state[0] == _ENTITY_MARK_TAG:
+        _, partition, offset, index = _ENTITY_MARK.unpack_from(state)
+        if partition == msg.partition and (msg.offset, item.index) <= (offset, index):
+            return  # replayed
+        state = state[_ENTITY_MARK.size:]
     outcome = w.engine.on_entity_event(key.decode(), ev, state)
     sent = await _publish(w, ev, outcome.alerts, None)
-    if batch is not None:
-        batch.defer(event, sent, w.entities, key, outcome.state)
-        return
-    await asyncio.gather(*sent)  # then the state
-    if outcome.state is None:
-        w.entities.pop(key, None)
-    else:
-        w.entities[key] = outcome.state
+    value = (None if outcome.state is None
+             else _ENTITY_MARK.pack(_ENTITY_MARK_TAG, msg.partition, msg.offset, item.index)
+             + outcome.state)
+    batch.add(item, sent, key, msg.partition, value)
 
 
 async def _publish(w: Worker, ev: Event, alerts: list[Alert], score: float | None,
@@ -315,15 +411,16 @@ async def _publish(w: Worker, ev: Event, alerts: list[Alert], score: float | Non
     return sent
 
 
-async def _dead_letter(w: Worker, event: EventT, exc: Exception) -> None:
-    """Send the record's original bytes to the dead-letter topic with why and where from."""
-    msg = event.message
+async def _dead_letter(w: Worker, item: Item, exc: BaseException) -> None:
+    """Send the item's original bytes to the dead-letter topic with why and where from."""
+    msg = item.msg
     reason = "invalid_event" if isinstance(exc, InvalidEvent) else type(exc).__name__
+    key = item.key if isinstance(item.key, bytes) else None
     log.warning("dead-lettering %s[%s]@%s: %r", msg.topic, msg.partition, msg.offset, exc,
-                extra={"card_id": msg.key.decode(errors="replace") if msg.key else None})
-    value = event.value if isinstance(event.value, bytes) else bytes(msg.value or b"")
+                extra={"card_id": key.decode(errors="replace") if key else None})
+    value = item.value if isinstance(item.value, bytes) else bytes(msg.value or b"")
     await w.deadletter.send(
-        key=msg.key if isinstance(msg.key, (bytes, str)) else None, value=value,
+        key=key, value=value,
         headers=deadletter_headers(reason, repr(exc), "worker", msg.topic, msg.partition,
                                    msg.offset))
     w.metrics.deadletters.labels(reason, "worker").inc()
