@@ -60,6 +60,7 @@ class WorkerMetrics:
     alert_rules: Counter
     scores: Histogram
     holds: Counter
+    pos_retries: Counter
     slack_messages: Counter
     deadletters: Counter
     consumer_lag: Gauge
@@ -90,6 +91,10 @@ def worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
                          buckets=SCORE_BUCKETS, registry=registry),
         holds=Counter("giftguard_holds_total", "Hold actions, by POS, action and outcome.",
                       ["pos", "action", "outcome"], registry=registry),
+        pos_retries=Counter("giftguard_pos_retries_total",
+                            "POS requests sent again inside a hold call's retries, by POS and "
+                            "reason (429, 5xx, network); counted even when the call then succeeds.",
+                            ["pos", "reason"], registry=registry),
         slack_messages=Counter("giftguard_slack_messages_total",
                                "Slack messages, by outcome (sent, failed, retried, printed).",
                                ["outcome"], registry=registry),

@@ -229,9 +229,13 @@ def build() -> Dashboard:
         board.with_row(Row("Actions: holds, Slack, dead letters"))
         .with_panel(graph(
             "Holds by outcome", "Hold actions per POS, action and outcome (shadow mode records "
-            "the hold it would have made).", "ops",
+            "the hold it would have made), and POS requests sent again inside a call's retries "
+            "by reason (429, 5xx, network): a POS outage the retries ride out shows only there.",
+            "ops",
             query(f"sum by (pos, action, outcome) (rate(giftguard_holds_total[{RATE}]))",
-                  "{{pos}} {{action}} {{outcome}}")))
+                  "{{pos}} {{action}} {{outcome}}"),
+            query(f"sum by (pos, reason) (rate(giftguard_pos_retries_total[{RATE}]))",
+                  "{{pos}} retried: {{reason}}")))
         .with_panel(graph(
             "Slack messages", "Slack messages by outcome: sent, failed (after retries), "
             "retried, printed (no token: console).", "ops",

@@ -13,23 +13,27 @@
 
 :class:`Retrier` runs an operation under a policy and returns an :class:`Attempted`: the value or
 the last error, with the number of attempts. It never raises a :class:`~sinks.pos.base.PosError`.
-``sleep`` and ``rng`` are injected so tests can record waits instead of sleeping.
+``sleep`` and ``rng`` are injected so tests can record waits instead of sleeping; ``on_retry`` is
+called with the error before each retry (the worker counts them: ``giftguard_pos_retries_total``,
+labelled by :func:`retry_reason`), so an outage the retries ride out still shows in the metrics.
 
 >>> import asyncio, random
 >>> from sinks.pos.base import PosRetryLater
 >>> waits = []
 >>> async def record(seconds):
 ...     waits.append(seconds)
->>> calls = iter([PosRetryLater("429", sink="pos", retry_after=3.0), "ok"])
+>>> calls = iter([PosRetryLater("429", sink="pos", retry_after=3.0, status_code=429), "ok"])
 >>> async def op():
 ...     item = next(calls)
 ...     if isinstance(item, Exception):
 ...         raise item
 ...     return item
->>> retrier = Retrier(RetryPolicy(), sleep=record, rng=random.Random(0))
+>>> retried = []
+>>> retrier = Retrier(RetryPolicy(), sleep=record, rng=random.Random(0),
+...                   on_retry=lambda exc: retried.append(retry_reason(exc)))
 >>> result = asyncio.run(retrier.run(op))
->>> result.value, result.attempts, waits
-('ok', 2, [3.0])
+>>> result.value, result.attempts, waits, retried
+('ok', 2, [3.0], ['429'])
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from sinks.pos.base import PosError, PosRetryLater
 T = TypeVar("T")
 
 Sleep = Callable[[float], Awaitable[object]]
+OnRetry = Callable[[PosRetryLater], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +108,15 @@ class Attempted(Generic[T]):
 
 
 class Retrier:
-    """Runs an operation under a :class:`RetryPolicy`, sleeping with ``sleep`` between attempts."""
+    """Runs an operation under a :class:`RetryPolicy`, sleeping with ``sleep`` between attempts
+    and calling ``on_retry`` with the error before each retry."""
 
     def __init__(self, policy: RetryPolicy | None = None, *, sleep: Sleep = asyncio.sleep,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, on_retry: OnRetry | None = None) -> None:
         self.policy = policy if policy is not None else RetryPolicy()
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
+        self._on_retry = on_retry
 
     async def run(self, op: Callable[[], Awaitable[T]]) -> Attempted[T]:
         """Call ``op`` until it returns, raises a non-retryable error, or the policy says stop."""
@@ -124,12 +131,29 @@ class Retrier:
                                              waited=waited, rng=self._rng)
                 if wait is None:
                     return Attempted(value=None, error=exc, attempts=attempts, waited=waited)
+                if self._on_retry is not None:
+                    self._on_retry(exc)
                 await self._sleep(wait)
                 waited += wait
             except PosError as exc:
                 return Attempted(value=None, error=exc, attempts=attempts, waited=waited)
             else:
                 return Attempted(value=value, error=None, attempts=attempts, waited=waited)
+
+
+def retry_reason(exc: PosRetryLater) -> str:
+    """Why a request is sent again, as a metric label: ``429``, ``5xx``, or ``network`` (no
+    answer: a timeout, a refused or dropped connection); ``other`` for anything else.
+
+    >>> [retry_reason(PosRetryLater("x", sink="square", status_code=s)) for s in (429, 503, None)]
+    ['429', '5xx', 'network']
+    """
+    status = exc.status_code
+    if status is None:
+        return "network"
+    if status == 429:
+        return "429"
+    return "5xx" if status >= 500 else "other"
 
 
 def parse_retry_after(value: str | None) -> float:

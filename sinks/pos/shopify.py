@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 
 from sinks.pos.base import HoldRequest, HoldResult, InvalidHoldRequest, PosRejected, PosRetryLater
-from sinks.pos.retry import Retrier, RetryPolicy, Sleep, parse_retry_after
+from sinks.pos.retry import OnRetry, Retrier, RetryPolicy, Sleep, parse_retry_after
 
 API_VERSION = "2025-10"
 
@@ -91,7 +91,7 @@ class ShopifyPosClient:
     def __init__(self, *, session: aiohttp.ClientSession, shop_url: str, access_token: str,
                  api_version: str = API_VERSION, policy: RetryPolicy | None = None,
                  timeout: float = 10.0, sleep: Sleep = asyncio.sleep,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, on_retry: OnRetry | None = None) -> None:
         if not access_token:
             raise ValueError("the Shopify access token is empty")
         if not shop_url:
@@ -102,7 +102,7 @@ class ShopifyPosClient:
         self._headers = {"X-Shopify-Access-Token": access_token,
                          "Content-Type": "application/json", "Accept": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._retrier = Retrier(policy, sleep=sleep, rng=rng)
+        self._retrier = Retrier(policy, sleep=sleep, rng=rng, on_retry=on_retry)
 
     async def close(self) -> None:
         """Nothing to release: the session belongs to the caller."""

@@ -39,7 +39,7 @@ from sinks.pos.base import (
     PosRejected,
     PosRetryLater,
 )
-from sinks.pos.retry import Retrier, RetryPolicy, Sleep, parse_retry_after
+from sinks.pos.retry import OnRetry, Retrier, RetryPolicy, Sleep, parse_retry_after
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ class SquarePosClient:
     ``http_client`` is an injected ``httpx.AsyncClient`` (the transport the SDK uses); when None
     the client makes one and closes it in :meth:`close`. ``location_id`` is used for requests
     that carry none (Square requires one on every activity). ``sleep`` and ``rng`` feed the
-    retrier, for tests.
+    retrier, for tests; ``on_retry`` is called with the error before each retried request.
     """
 
     name = "square"
@@ -68,7 +68,8 @@ class SquarePosClient:
                  base_url: str | None = None, location_id: str | None = None,
                  policy: RetryPolicy | None = None, timeout: float = 10.0,
                  http_client: httpx.AsyncClient | None = None, square_version: str | None = None,
-                 sleep: Sleep = asyncio.sleep, rng: random.Random | None = None) -> None:
+                 sleep: Sleep = asyncio.sleep, rng: random.Random | None = None,
+                 on_retry: OnRetry | None = None) -> None:
         if not access_token:
             raise ValueError("SQUARE_ACCESS_TOKEN is empty")
         if environment not in ENVIRONMENTS:
@@ -83,7 +84,7 @@ class SquarePosClient:
         # Our policy, not the SDK's: see the module docstring.
         self._options: RequestOptions = {"max_retries": 0,
                                          "timeout_in_seconds": timeout}  # type: ignore[typeddict-item]
-        self._retrier = Retrier(policy, sleep=sleep, rng=rng)
+        self._retrier = Retrier(policy, sleep=sleep, rng=rng, on_retry=on_retry)
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> SquarePosClient:

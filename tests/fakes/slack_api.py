@@ -12,7 +12,11 @@ It listens on 127.0.0.1 (a free port) and answers ``POST /api/chat.postMessage``
   (Slack: about 1 per second); beyond that it answers HTTP 429 with an integer ``Retry-After``
   header (the seconds until the window frees, at least 1, or ``retry_after`` when set) and
   ``{"ok": false, "error": "ratelimited"}``. ``rate_limited=False`` turns this off;
-- :meth:`FakeSlackApi.outage` makes every call answer 500 (or 503) for a number of seconds or calls.
+- :meth:`FakeSlackApi.outage` makes every call answer 500 (or 503, or 429 with ``Retry-After``) for
+  a number of seconds or calls, or, with ``status=REFUSE``, stops listening for a number of seconds
+  (connections refused); windows can be scheduled back to back with ``after``
+  (tests/fakes/outage.py);
+- :meth:`FakeSlackApi.posts_per_alert` counts the accepted posts that show each alert.
 
 Use it as an async context manager (the ``fake_slack`` fixture in tests/test_slack_sink.py does);
 give slack_sdk ``fake.base_url`` (``http://127.0.0.1:<port>/api/``).
@@ -29,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiohttp import web
+
+from tests.fakes.outage import REFUSE, Listener, Outages, drop
 
 TOKEN = "xoxb-giftguard-test"
 CHANNEL_ID = "C0GIFTGUARD"
@@ -58,13 +64,6 @@ class Call:
 
 
 @dataclass
-class _Outage:
-    status: int
-    until: float | None  # monotonic deadline, or None when counted in calls
-    calls_left: int | None
-
-
-@dataclass
 class FakeSlackApi:
     """The fake server. Every attribute can be changed while it runs.
 
@@ -87,13 +86,16 @@ class FakeSlackApi:
     calls: list[Call] = field(default_factory=list, init=False)
     #: Every request seen, accepted or not: (method, HTTP status, Slack error code or None).
     requests: list[tuple[str, int, str | None]] = field(default_factory=list, init=False)
+    #: When each of :attr:`requests` arrived (time.monotonic()), in the same order.
+    request_times: list[float] = field(default_factory=list, init=False)
     port: int = field(default=0, init=False)
 
     _recent: defaultdict[str, deque[float]] = field(
         default_factory=lambda: defaultdict(deque), init=False, repr=False)
     _ts: itertools.count = field(default_factory=lambda: itertools.count(1), init=False, repr=False)
-    _outage: _Outage | None = field(default=None, init=False, repr=False)
+    outages: Outages = field(default_factory=Outages, init=False, repr=False)
     _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
+    listener: Listener | None = field(default=None, init=False, repr=False)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -103,14 +105,15 @@ class FakeSlackApi:
         app.router.add_post("/api/{method}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.listener = Listener(self._runner, self.outages)
+        self.port = await self.listener.start()
         return self
 
     async def stop(self) -> None:
         """Stop listening."""
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -129,16 +132,18 @@ class FakeSlackApi:
     # -- switches for tests -----------------------------------------------------------------------
 
     def outage(self, *, seconds: float | None = None, calls: int | None = None,
-               status: int = 500) -> None:
-        """Answer ``status`` to every call for ``seconds`` from now or for the next ``calls``."""
-        if (seconds is None) == (calls is None):
-            raise ValueError("give exactly one of seconds or calls")
-        until = time.monotonic() + seconds if seconds is not None else None
-        self._outage = _Outage(status=status, until=until, calls_left=calls)
+               status: int = 500, retry_after: int | None = None, after: float = 0.0) -> None:
+        """Answer ``status`` to every call for ``seconds`` or for the next ``calls``, starting
+        ``after`` seconds from now. 429 answers ``ratelimited`` with ``Retry-After``
+        (``retry_after``, else 1); ``status=REFUSE`` refuses connections for ``seconds``."""
+        if status == 429 and retry_after is None:
+            retry_after = 1
+        self.outages.add(status, seconds=seconds, calls=calls, after=after,
+                         retry_after=retry_after)
 
     def end_outage(self) -> None:
-        """Answer normally again."""
-        self._outage = None
+        """Answer normally again (scheduled outages too)."""
+        self.outages.clear()
 
     # -- what tests look at -----------------------------------------------------------------------
 
@@ -150,6 +155,12 @@ class FakeSlackApi:
     def statuses(self, method: str = "chat.postMessage") -> list[int]:
         """The HTTP status of every request to ``method``, in order."""
         return [status for m, status, _ in self.requests if m == method]
+
+    def posts_per_alert(self, alert_ids: list[str] | set[str]) -> dict[str, int]:
+        """For each alert id: how many accepted ``chat.postMessage`` calls show it (an alert is
+        shown in its blocks: the button values and the context line carry the id)."""
+        bodies = [json.dumps(c.blocks) for c in self.posts()]
+        return {a: sum(1 for b in bodies if _mentions(b, a)) for a in alert_ids}
 
     def max_posts_in_window(self, channel: str, window: float | None = None) -> int:
         """The most accepted posts to ``channel`` seen in any ``window`` seconds."""
@@ -164,11 +175,19 @@ class FakeSlackApi:
         method = request.match_info["method"]
         body = await _read_body(request)
 
-        if self._in_outage():
-            assert self._outage is not None
-            self.requests.append((method, self._outage.status, None))
-            return web.Response(status=self._outage.status, text="upstream unavailable",
-                                content_type="text/html")
+        outage = self.outages.current()
+        if outage is not None and outage.status == REFUSE:
+            self._seen(method, REFUSE, "refused")
+            return drop(request)
+        if outage is not None and outage.status == 429:
+            self._seen(method, 429, "ratelimited")
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                     headers={"Retry-After": outage.retry_after or "1"})
+        if outage is not None:
+            self._seen(method, outage.status, None)
+            headers = {"Retry-After": outage.retry_after} if outage.retry_after else None
+            return web.Response(status=outage.status, text="upstream unavailable",
+                                content_type="text/html", headers=headers)
         if method not in ("chat.postMessage", "chat.update"):
             return self._error(method, "unknown_method", status=404)
 
@@ -196,7 +215,7 @@ class FakeSlackApi:
             if wait > 0:
                 seconds = (self.retry_after if self.retry_after is not None
                            else max(1, math.ceil(wait)))
-                self.requests.append((method, 429, "ratelimited"))
+                self._seen(method, 429, "ratelimited")
                 return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
                                          headers={"Retry-After": str(seconds)})
             self._recent[channel].append(now)
@@ -204,28 +223,18 @@ class FakeSlackApi:
 
         call = Call(method=method, channel=channel, body=body, ts=ts, at=now)
         self.calls.append(call)
-        self.requests.append((method, 200, None))
+        self._seen(method, 200, None)
         message = {"type": "message", "text": body.get("text", ""), "ts": ts,
                    "blocks": call.blocks, "bot_id": "B0GIFTGUARD"}
         return web.json_response({"ok": True, "channel": channel, "ts": ts, "message": message})
 
-    def _error(self, method: str, code: str, status: int = 200) -> web.Response:
+    def _seen(self, method: str, status: int, code: str | None) -> None:
         self.requests.append((method, status, code))
-        return web.json_response({"ok": False, "error": code}, status=status)
+        self.request_times.append(time.monotonic())
 
-    def _in_outage(self) -> bool:
-        outage = self._outage
-        if outage is None:
-            return False
-        if outage.until is not None and time.monotonic() >= outage.until:
-            self._outage = None
-            return False
-        if outage.calls_left is not None:
-            if outage.calls_left <= 0:
-                self._outage = None
-                return False
-            outage.calls_left -= 1
-        return True
+    def _error(self, method: str, code: str, status: int = 200) -> web.Response:
+        self._seen(method, status, code)
+        return web.json_response({"ok": False, "error": code}, status=status)
 
     def _channel_id(self, channel: str) -> str | None:
         if channel in self.channels:
@@ -242,6 +251,17 @@ class FakeSlackApi:
         if len(recent) < self.limit:
             return 0.0
         return recent[0] + self.window - now
+
+
+def _mentions(text: str, alert_id: str) -> bool:
+    """``alert_id`` in ``text`` as a whole id ("a-1" is not in "a-10")."""
+    start = text.find(alert_id)
+    while start >= 0:
+        end = start + len(alert_id)
+        if end == len(text) or not (text[end].isalnum() or text[end] in "-_"):
+            return True
+        start = text.find(alert_id, start + 1)
+    return False
 
 
 async def _read_body(request: web.Request) -> dict[str, Any]:

@@ -13,7 +13,11 @@ Answers have Square's shapes (``{"gift_card_activity": {...}}``, ``{"gift_card":
 errors as ``{"errors": [{"category", "code", "detail"}]}``). Failures can be scripted:
 ``square.fail_next(2, status=429, retry_after="1")`` answers the next two requests with 429, and
 ``after_commit=True`` applies the activity *then* answers 500 (the ambiguous case a retry with the
-same key must survive). Every request is logged in ``square.requests`` with its arrival time.
+same key must survive). Outages for a window of time: ``square.outage(seconds=3, status=REFUSE)``
+stops listening (connections refused, as from a process that is down), ``status=500`` / ``503`` /
+``429`` (``retry_after="1"``) answers every request so; ``after=`` schedules windows back to back
+(tests/fakes/outage.py). Every request is logged in ``square.requests`` with its arrival time and
+status; :meth:`FakeSquare.activities_per_key` counts the activities made per idempotency key.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiohttp import web
+
+from tests.fakes.outage import REFUSE, Listener, Outages, drop
 
 SUPPORTED_TYPES = {
     "ADJUST_DECREMENT": ("adjust_decrement_activity_details",
@@ -93,7 +100,9 @@ class FakeSquare:
         self._by_key: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self._script: list[Scripted] = []
         self.requests: list[Logged] = []
+        self.outages = Outages()
         self._runner: web.AppRunner | None = None
+        self.listener: Listener | None = None
         self.base_url = ""
 
     # -- set-up and inspection ------------------------------------------------------------
@@ -108,6 +117,21 @@ class FakeSquare:
                   after_commit: bool = False) -> None:
         """Answer the next ``n`` requests with ``status`` (and ``Retry-After``)."""
         self._script.extend(Scripted(status, retry_after, after_commit) for _ in range(n))
+
+    def outage(self, *, seconds: float | None = None, calls: int | None = None,
+               status: int = 503, retry_after: str | None = None, after: float = 0.0) -> None:
+        """Answer every request with ``status`` for ``seconds`` (or the next ``calls``), starting
+        ``after`` seconds from now; ``status=REFUSE`` refuses connections for ``seconds``."""
+        self.outages.add(status, seconds=seconds, calls=calls, after=after,
+                         retry_after=retry_after)
+
+    def end_outage(self) -> None:
+        """Answer normally again (scheduled outages too)."""
+        self.outages.clear()
+
+    def activities_per_key(self) -> Counter[str]:
+        """Idempotency key -> activities created under it (1 each, if all is well)."""
+        return Counter(a["_idempotency_key"] for a in self.activities)
 
     def activities_for(self, card_id: str,
                        activity_type: str | None = None) -> list[dict[str, Any]]:
@@ -127,15 +151,16 @@ class FakeSquare:
         app = web.Application()
         app.router.add_post("/v2/gift-cards/activities", self._create_activity)
         app.router.add_get("/v2/gift-cards/{id}", self._get_card)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.listener = Listener(self._runner, self.outages)
+        port = await self.listener.start()
         self.base_url = f"http://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -157,8 +182,20 @@ class FakeSquare:
         return _error(step.status, "API_ERROR", "INTERNAL_SERVER_ERROR",
                       "An internal error has occurred.", headers)
 
+    def _in_outage(self, request: web.Request, entry: Logged) -> web.Response | None:
+        window = self.outages.current()
+        if window is None:
+            return None
+        entry.status = window.status
+        if window.status == REFUSE:
+            return drop(request)
+        return self._scripted_error(Scripted(window.status, window.retry_after))
+
     async def _get_card(self, request: web.Request) -> web.Response:
         entry = self._log(request)
+        down = self._in_outage(request, entry)
+        if down is not None:
+            return down
         response = self._answer_get(request)
         entry.status = response.status
         return response
@@ -180,6 +217,9 @@ class FakeSquare:
         except json.JSONDecodeError:
             body = None
         entry = self._log(request, body if isinstance(body, dict) else None)
+        down = self._in_outage(request, entry)
+        if down is not None:
+            return down
         response = self._answer_create(request, body)
         entry.status = response.status
         return response
