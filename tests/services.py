@@ -85,6 +85,8 @@ def base_env(bootstrap: str, **extra: str) -> dict[str, str]:
            if not k.startswith(("GIFTGUARD_", "SQUARE_", "SLACK_", "KAFKA_"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=bootstrap, PYTHONUNBUFFERED="1",
                PYTHONPATH=str(ROOT), GIFTGUARD_PARTITIONS="4")
+    if os.environ.get("GIFTGUARD_TEST_LOG_LEVEL"):  # e.g. INFO, to see Faust's recovery
+        env["GIFTGUARD_LOG_LEVEL"] = os.environ["GIFTGUARD_TEST_LOG_LEVEL"]
     env.update(extra)
     return env
 

@@ -22,8 +22,6 @@ def small() -> Dataset:
     return dataset(3_000)
 
 
-@pytest.mark.flaky(reruns=2)  # a worker now and then stalls with its producer buffer full:
-# an open defect (README, Known gaps); the rerun starts fresh processes on the same broker.
 def test_throughput_and_latency(bootstrap: str, small: Dataset, tmp_path: Path) -> None:
     records = list(small.records())
     assert records and all(key.startswith(b"gftc:") for key, _ in records[:10])

@@ -33,8 +33,6 @@ def _decision(run: str, card: str, n: int) -> dict:
             "decided_at": "2026-11-20T15:00:00.000Z"}
 
 
-@pytest.mark.flaky(reruns=2)  # a worker now and then stalls with its producer buffer full:
-# an open defect (README, Known gaps); the rerun starts fresh processes on the same broker.
 def test_killed_before_the_call_and_square_failing_still_one_activity(
         kafka, tmp_path: Path) -> None:
     loop = LoopThread()

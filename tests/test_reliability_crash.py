@@ -70,11 +70,6 @@ class Restarting:
         self.service = self._start()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect: after the kills a restarted worker can stall (Faust 'producer buffer full', "
-    "then no progress); it passed in runs from the working tree and failed 3 of 3 times from "
-    "a fresh clone just before this commit (README, Known gaps). Runs every time; XPASS when "
-    "it holds."))
 async def test_worker_killed_repeatedly_loses_nothing(bootstrap: str, tmp_path: Path) -> None:
     rng = random.Random(20261121)
     run = sim_run(tmp_path, events=3000)
