@@ -35,10 +35,4 @@ def create_app(settings: Settings, web_port: int = 6066, web_host: str = "127.0.
         # so its partitions move to the survivors sooner.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
-        # On a rebalance Faust would wait for every event in flight to be acknowledged, and
-        # that wait runs a commit which can hang while the group is rebalancing (the worker
-        # then never rejoins; tests/test_reliability_rebalance.py). Events not acknowledged
-        # by then are not committed and the partition's new owner replays them; the replay
-        # marks in the tables skip what was applied.
-        stream_wait_empty=False,
     )

@@ -27,13 +27,14 @@ class Producer:
         self.sent.append((topic, key, value))
 
 
-def signed(payload: dict[str, Any], secret: str = SIGNING_SECRET,
+def signed(payload: dict[str, Any] | bytes, secret: str = SIGNING_SECRET,
            ts: int | None = None) -> tuple[bytes, dict[str, str]]:
     import hashlib
     import hmac
     import urllib.parse
 
-    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    body = (payload if isinstance(payload, bytes)
+            else urllib.parse.urlencode({"payload": json.dumps(payload)}).encode())
     stamp = str(int(time.time()) if ts is None else ts)
     sig = "v0=" + hmac.new(secret.encode(), f"v0:{stamp}:".encode() + body,
                            hashlib.sha256).hexdigest()
@@ -69,6 +70,20 @@ async def test_signed_press_is_written_keyed_by_card_forged_is_not() -> None:
         assert rec["decision"] == "confirm_fraud" and rec["is_fraud"] is True
         assert rec["alert_id"] == "a1" and rec["user_id"] == "U0ANALYST"
         assert rec["rules"] == ["rapid_drain"] and rec["location_id"] == "L1"
+    finally:
+        await client.close()
+
+
+async def test_a_signed_body_that_is_not_utf8_is_malformed_not_forged() -> None:
+    producer = Producer()
+    client = await client_for(SlackActions(SIGNING_SECRET, lambda: producer))
+    try:
+        body, headers = signed(b"payload=\x80\xff")
+        answer = await client.post("/slack/actions", data=body, headers=headers)
+        assert answer.status == 400 and "UTF-8" in (await answer.json())["error"]
+        body, headers = signed(b"payload=\x80\xff", secret="wrong")
+        assert (await client.post("/slack/actions", data=body, headers=headers)).status == 401
+        assert producer.sent == []
     finally:
         await client.close()
 
