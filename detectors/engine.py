@@ -82,6 +82,8 @@ PROBE_TYPES = frozenset({"balance_check", "declined"})
 _UPDATE_SUFFIXES = (":completed", ":canceled")
 _RULE_BIT = {name: 1 << i for i, name in enumerate(RULE_NAMES)}
 _LN2 = math.log(2)
+#: At most this many location states are kept decoded between events (see ``_entity_state``).
+_DECODED_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -123,7 +125,14 @@ class Engine:
         self.feedback = FeedbackModel(default.model("feedback"))
         self._loc_h: dict[str, int] = {}
         self._places: dict[str, tuple] = {}
+        self._decoded: dict[str, tuple[bytes, EntityState]] = {}
         self._last_ts = 0.0
+
+    def __getstate__(self) -> dict:
+        """Pickle the engine without its decoded-state cache (it only saves work)."""
+        state = self.__dict__.copy()
+        state["_decoded"] = {}
+        return state
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -140,13 +149,15 @@ class Engine:
 
     def _place(self, location_id: str) -> tuple:
         """What the engine needs about a location, computed once: its hash, whether it sells
-        online, its policy, and the enabled redemption rules with their thresholds there."""
+        online, its policy, the enabled redemption rules with their thresholds there, and its
+        entity key."""
         lp = self.policy.at(location_id)
         rules = lp.rules
         spend = tuple((rule, rules[rule.name]) for rule in (
             self.rapid_drain, self.impossible_travel, self.dormant_drain, self.slow_drain)
             if rules[rule.name].enabled)
-        place = (self._hash_loc(location_id), self.locations.is_online(location_id), lp, spend)
+        place = (self._hash_loc(location_id), self.locations.is_online(location_id), lp, spend,
+                 f"loc:{location_id}")
         if len(self._places) < 100_000:
             self._places[location_id] = place
         return place
@@ -173,7 +184,7 @@ class Engine:
         place = self._places.get(event.location_id)
         if place is None:
             place = self._place(event.location_id)
-        loc_h, loc_online, lp, spend_rules = place
+        loc_h, loc_online, lp, spend_rules, loc_key = place
         online = loc_online if event.channel is None else event.channel == "online"
         hits: list[Hit] = []
         signals: list[tuple[str, float]] = []
@@ -216,7 +227,7 @@ class Engine:
                     self.feedback.instrument_confirmed(event.payment_ref, ts), amount, p)
                 if hit is not None:
                     hits.append(hit)
-            forward = (f"loc:{event.location_id}",)
+            forward = (loc_key,)
             # Instrument windows only hold high-value sales: forward nothing else there.
             if event.payment_ref and amount >= lp.rules["bulk_purchase"].min_card_amount_minor:
                 forward += (f"pi:{event.payment_ref}",)
@@ -232,7 +243,7 @@ class Engine:
                 s.manual_amt += amount
                 s.t_manual = int(ts)
                 s.manual_loc = loc_h
-                forward = (f"loc:{event.location_id}",)
+                forward = (loc_key,)
                 if event.employee_id:
                     forward += (f"emp:{event.employee_id}",)
             s.balance += amount
@@ -426,13 +437,14 @@ class Engine:
     def on_entity_event(self, key: str, event: Event, state: bytes | None) -> Outcome:
         """Score one forwarded event against the windows of a location, instrument or employee."""
         kind = key.partition(":")[0]
-        es = EntityState.decode(state)
+        es = self._entity_state(key, state)
         lp = self.policy.at(event.location_id)
         ts = event.ts
         card_id = event.card_id
         amount = event.amount_minor
         hits: list[Hit] = []
         signals: list[tuple[str, float]] = []
+        sales_changed = manual_changed = False     # which windows this event touches
         if event.type in SALE_TYPES:
             p = lp.rules["bulk_purchase"]
             big = amount >= p.min_card_amount_minor
@@ -448,6 +460,7 @@ class Engine:
                         return Outcome(state, [], 0.0)     # a replayed event
                 # Location rows: [ts, card, amount, instrument, flagged].
                 extra = [(event.payment_ref or "")[:8], 0] if kind == "loc" else None
+                sales_changed = True                       # only high-value sales touch it
                 left = es.push(es.sales, ts, card_id, amount, window_s=window_s, cap=64,
                                extra=extra)
                 if left and use_lm:
@@ -483,6 +496,7 @@ class Engine:
             p = lp.rules["insider_credit"]
             if any(r[0] == int(ts) and r[1] == card_id and r[2] == amount for r in es.manual):
                 return Outcome(state, [], 0.0)
+            manual_changed = True
             es.push(es.manual, ts, card_id, amount, window_s=p.window_days * 86400, cap=64)
             if p.enabled:
                 hit = self.insider_credit.check_concentration(
@@ -501,7 +515,31 @@ class Engine:
                 if level is not None:
                     es.t_alert = int(ts)
                     alerts.append(self._alert(key, event, hits, score, level))
-        return Outcome(es.encode(), alerts, score)
+        return Outcome(self._encode_entity(key, es, sales_changed, manual_changed), alerts, score)
+
+    def _entity_state(self, key: str, raw: bytes | None) -> EntityState:
+        """The state of an entity key: when the caller hands back the very bytes this engine
+        returned for the key last (the backtest's dict, an in-memory table), the object they
+        were encoded from, else a fresh decode. ``decode(encode(s))`` equals ``s``, so both give
+        the same results; the object is taken out of the cache while it is being updated, so an
+        event that fails half-way cannot leave it behind."""
+        hit = self._decoded.pop(key, None)
+        if hit is not None and hit[0] is raw:
+            return hit[1]
+        return EntityState.decode(raw)
+
+    def _encode_entity(self, key: str, es: EntityState, sales_changed: bool,
+                       manual_changed: bool) -> bytes:
+        """The new state of an entity key as bytes; a location's is also kept decoded (they
+        see most entity events; instruments and employees are rarely seen twice in a row).
+        The JSON of a window this event did not change is reused from the last encoding (``es``
+        is either the object encoded then, or a fresh decode that has none to reuse)."""
+        raw = es.encode(sales_unchanged=not sales_changed, manual_unchanged=not manual_changed)
+        if key.startswith("loc:"):
+            if len(self._decoded) >= _DECODED_MAX:
+                self._decoded.clear()
+            self._decoded[key] = (raw, es)
+        return raw
 
     # -- feedback -----------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ _HEAD = struct.Struct("<BI")
 class EntityState:
     """Windows of credits for one entity key, and its model bytes (see the module docstring)."""
 
-    __slots__ = ("manual", "model", "sales", "stats", "t_alert")
+    __slots__ = ("manual", "manual_json", "model", "sales", "sales_json", "stats", "t_alert")
 
     def __init__(self) -> None:
         self.sales: list[list] = []
@@ -37,6 +37,9 @@ class EntityState:
         self.t_alert = 0
         self.stats: list[float] = []   # small running statistics (per-entity models)
         self.model = b""               # raw model bytes (e.g. half-space-tree masses)
+        # The windows as JSON when last encoded (not stored): see ``encode``.
+        self.sales_json: bytes | None = None
+        self.manual_json: bytes | None = None
 
     @classmethod
     def decode(cls, raw: bytes | None) -> EntityState:
@@ -51,9 +54,30 @@ class EntityState:
         s.model = raw[_HEAD.size + n:]
         return s
 
-    def encode(self) -> bytes:
-        body = orjson.dumps([self.sales, self.manual, self.t_alert, self.stats])
-        return _HEAD.pack(VERSION, len(body)) + body + self.model
+    def encode(self, sales_unchanged: bool = False, manual_unchanged: bool = False) -> bytes:
+        """The state as bytes. ``sales_unchanged`` / ``manual_unchanged``: the caller vouches that
+        this window is as it was when this object was last encoded, so its JSON is reused (the
+        windows are the bulk of the state, and most events leave them alone). The bytes are the
+        same either way: orjson writes ``[a,b,c,d]`` as ``[``, ``a``, ``,``, ``b``, ``,``, then
+        ``[c,d]`` without its ``[``.
+
+        >>> s = EntityState()
+        >>> _ = s.push(s.sales, 100, "gc1", 5000, window_s=3600, cap=4)
+        >>> first = s.encode()
+        >>> s.stats = [1.5]
+        >>> s.encode(sales_unchanged=True, manual_unchanged=True) == s.encode()
+        True
+        """
+        sales = self.sales_json
+        if sales is None or not sales_unchanged:
+            sales = self.sales_json = orjson.dumps(self.sales)
+        manual = self.manual_json
+        if manual is None or not manual_unchanged:
+            manual = self.manual_json = orjson.dumps(self.manual)
+        rest = orjson.dumps([self.t_alert, self.stats])
+        size = len(sales) + len(manual) + len(rest) + 2       # the body: [sales,manual,rest...
+        return b"".join((_HEAD.pack(VERSION, size), b"[", sales, b",", manual, b",", rest[1:],
+                         self.model))
 
     @staticmethod
     def push(window: list[list], ts: float, card_id: str, amount: int, *, window_s: float,

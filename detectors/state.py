@@ -155,7 +155,8 @@ class CardState:
          s.redeemed_total, s.sold_total, s.amt_mean, s.amt_var, s.gap_mean, s.gap_var, s.n_redeem,
          s.sd_count, s.sd_sum, s.t_sd, s.pr_count, s.t_probe, s.manual_amt, s.t_manual,
          s.manual_loc, s.last_dec, s.t_alert, s.alert_mask, s.alert_score, s.eid_idx,
-         s.n_pending, *s.eids) = _FIXED.unpack_from(raw, 0)
+         s.n_pending) = _HEADER.unpack_from(raw, 0)
+        s.eids = list(_EID.unpack_from(raw, _HEADER.size))   # (a starred target is slower)
         if s.n_pending:
             off = _FIXED.size
             s.pending = [_PENDING.unpack_from(raw, off + i * _PENDING.size)

@@ -42,6 +42,7 @@ from detectors.entity import EntityState
 from detectors.events import Event
 from detectors.locations import Locations
 from detectors.models.compact_hst import CompactHST, HSTState
+from detectors.models.rate import round4
 
 FEATURES = ("amount", "hour", "pace", "big_in_window")
 _LN2 = math.log(2)
@@ -82,7 +83,8 @@ def _rate(st: list[float], at: int, half_life_h: float, ts: float, prior: float)
     if ts > t_ref:
         count *= math.exp(-_LN2 * (ts - t_ref) / (half_life_h * 3600))
     tau_h = half_life_h / _LN2
-    age_h = max(1.0, (ts - t_first) / 3600.0)
+    age_h = (ts - t_first) / 3600.0
+    age_h = age_h if age_h > 1.0 else 1.0          # max(1.0, age_h), without the call
     return count / (tau_h * -math.expm1(-age_h / tau_h))
 
 
@@ -97,8 +99,8 @@ def _count(st: list[float], at: int, half_life_h: float, ts: float) -> None:
         weight = math.exp(-_LN2 * (t_ref - ts) / (half_life_h * 3600))
     else:
         weight = 1.0
-    st[at] = round(count + weight, 4)
-    st[at + 1] = max(ts, t_ref)
+    st[at] = round4(count + weight)
+    st[at + 1] = t_ref if t_ref > ts else ts       # max(ts, t_ref), without the call
     if not st[at + 2] or ts < st[at + 2]:
         st[at + 2] = ts
 
@@ -178,7 +180,7 @@ class LocationModel:
         st = self._stats(es)
         last = int(st[_LAST_BUCKET])
         first = max(int((ts - window_s) // _BUCKET_S), last - _N_BUCKETS + 1)
-        return int(sum(st[_BUCKETS + k % _N_BUCKETS] for k in range(first, last + 1)))
+        return int(sum([st[_BUCKETS + k % _N_BUCKETS] for k in range(first, last + 1)]))
 
     def features(self, es: EntityState, event: Event, ts: float, locations: Locations,
                  a: Assessment | None = None) -> list[float]:
@@ -191,8 +193,9 @@ class LocationModel:
         recent = a.all_short
         pace = recent / (recent + usual)
         big = 0
+        big_amount = p.big_amount_minor
         for r in es.sales:
-            if r[2] >= p.big_amount_minor:
+            if r[2] >= big_amount:
                 big += 1
         return [amount, (hour if hour is not None else 12.0) / 24.0, pace, big / (big + 4.0)]
 

@@ -43,7 +43,7 @@ class DecayedRate:
         self.count, self.t_ref, self.t_first = state if state else (0.0, 0.0, 0.0)
 
     def state(self) -> list[float]:
-        return [round(self.count, 4), self.t_ref, self.t_first]
+        return [round4(self.count), self.t_ref, self.t_first]
 
     def _decayed(self, ts: float) -> float:
         if not self.t_ref or ts <= self.t_ref:
@@ -65,6 +65,27 @@ class DecayedRate:
         age_h = max(1.0, (ts - self.t_first) / 3600.0)
         # A steady stream of r per hour has decayed count r * tau * (1 - exp(-age / tau)).
         return self._decayed(ts) / (tau_h * -math.expm1(-age_h / tau_h))
+
+
+def round4(x: float) -> float:
+    """``round(x, 4)``, bit for bit, several times faster for the counts kept in state.
+
+    ``round`` converts to a decimal string and back. Here, for ``0 < x < 1e5``, ``x * 10**4`` is
+    rounded to an integer ``n`` directly: its floating-point error is below ``6e-8`` (half a unit
+    in the last place under ``2**30``), so when it lies more than ``1e-6`` from a tie (``k + 0.5``)
+    the exact value rounds to the same ``n``, and ``n / 10**4`` is the double nearest
+    ``n * 10**-4``, as the string round trip gives. Near a tie, and for any other ``x``, ``round``
+    itself decides.
+
+    >>> [round4(x) == round(x, 4) for x in (0.03125, 2.00005, 1.23456789, 0.0, -1.5, 1e300)]
+    [True, True, True, True, True, True]
+    """
+    if 0.0 < x < 1e5:
+        y = x * 10000.0
+        n = round(y)
+        if abs(y - n) < 0.499999:
+            return n / 10000.0
+    return round(x, 4)
 
 
 def poisson_tail(n: int, lam: float) -> float:

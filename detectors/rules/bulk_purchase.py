@@ -78,9 +78,10 @@ class BulkPurchase:
         cards: dict[str, int] = {}
         instruments: dict[str, list[str]] = {}
         first_ts = last_ts = 0
+        min_amount = p.min_card_amount_minor
         for row in window:
             amt = row[2]
-            if amt < p.min_card_amount_minor:
+            if amt < min_amount:
                 continue
             cid = row[1]
             cards[cid] = cards.get(cid, 0) + amt
@@ -111,7 +112,9 @@ class BulkPurchase:
         if kind == "loc":
             # The batch is the cards on instruments used more than once; other sales in the
             # window are bystanders and are not held.
-            used = [cids for cids in instruments.values() if len(set(cids)) > 1]
+            # (Most instruments bought one card: skip building their sets.)
+            used = [cids for cids in instruments.values()
+                    if len(cids) > 1 and len(set(cids)) > 1]
             batch = {c for cids in used for c in cids}
             per_instrument = len(batch) / len(used) if used else 0.0
             surprise = poisson_tail(n, expected) if expected is not None else 1.0
