@@ -118,12 +118,15 @@ async def test_poison_is_dead_lettered_and_the_worker_goes_on(bootstrap: str,
     finally:
         worker.stop()
 
-    # Exactly one dead-letter record per poison record, with its original bytes and why.
+    # One dead-letter record per poison record (copies only if replayed), original bytes and why.
     by_value = {}
     for r in dead:
-        assert r.value not in by_value, f"dead-lettered twice: {r.value[:80]!r}"
-        by_value[r.value] = {k: v.decode() for k, v in r.headers}
-    assert len(dead) == len(poison), [(h[topics.DLQ_REASON], v[:60]) for v, h in by_value.items()]
+        headers = {k: v.decode() for k, v in r.headers}
+        # At-least-once: a rebalance may replay a poison record before its offset was committed;
+        # every copy must then be the same record from the same place (as in the end-to-end test).
+        assert by_value.get(r.value, headers) == headers, f"dead-lettered differently: {r.value[:80]!r}"
+        by_value[r.value] = headers
+    assert len(by_value) == len(poison), [(h[topics.DLQ_REASON], v[:60]) for v, h in by_value.items()]
     for _key, value, reason, topic in poison:
         headers = by_value[value]  # the original bytes, unchanged
         assert headers[topics.DLQ_REASON] == reason, headers
@@ -137,7 +140,7 @@ async def test_poison_is_dead_lettered_and_the_worker_goes_on(bootstrap: str,
     assert any(a["card_id"] == f"{run}-drain" and "rapid_drain" in a["rules"] for a in alerts)
     assert "bulk_purchase" in rules, alerts
     for reason in ("invalid_event", "OverflowError", "TypeError"):
-        expected = sum(1 for p in poison if p[2] == reason)
+        expected = sum(1 for r in dead if dict(r.headers)[topics.DLQ_REASON].decode() == reason)
         got = (metric_sum(after, "giftguard_deadletter_total", reason=reason, source="worker")
                - metric_sum(before, "giftguard_deadletter_total", reason=reason, source="worker"))
         assert got == expected, (reason, got)
