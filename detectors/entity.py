@@ -63,8 +63,8 @@ class EntityState:
 
         >>> s = EntityState()
         >>> _ = s.push(s.sales, 100, "gc1", 5000, window_s=3600, cap=4)
-        >>> first = s.encode()
-        >>> s.stats = [1.5]
+        >>> _ = s.encode()                      # remembers the windows' JSON
+        >>> s.stats = [1.5]                     # the windows untouched
         >>> s.encode(sales_unchanged=True, manual_unchanged=True) == s.encode()
         True
         """
