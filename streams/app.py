@@ -5,15 +5,43 @@ from __future__ import annotations
 from pathlib import Path
 
 import faust
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from streams.settings import Settings
+
+
+class FlowControl(FlowControlEvent):
+    """Faust's flow control without one silent drop.
+
+    Faust's table recovery resumes the stream partitions, seeks them to their committed offsets
+    and then calls ``flow_control.resume()``, which empties every stream queue even when flow was
+    already running (recovery resumed it to read the changelogs). Events fetched in between were
+    dropped unacknowledged, and the fetch position was already past them: this worker never read
+    them again and, as Faust will not commit across a hole, its offset commits stopped there for
+    good (lag grew until the next restart). Here a resume while flowing keeps the queues; a resume
+    after a suspension still clears them, and revocation clears them itself, as before.
+    """
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
+
+
+class App(faust.App):
+    """faust.App with :class:`FlowControl`."""
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return FlowControl(loop=self.loop)
 
 
 def create_app(settings: Settings, web_port: int = 6066, web_host: str = "127.0.0.1") -> faust.App:
     """A Faust app configured from ``settings``; one per worker process."""
     datadir = Path(settings.giftguard_data_dir).resolve() / f"web-{web_port}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return App(
         "giftguard",
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
         store=settings.giftguard_store,

@@ -64,12 +64,22 @@ class Service:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
+        self.dump_tasks()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def dump_tasks(self) -> None:
+        """With ``GIFTGUARD_TEST_DUMP_TASKS`` set: have a worker write every thread's and asyncio
+        task's stack to its log (mode's SIGUSR1 handler), to see where it waits. (A bridge has no
+        such handler: SIGUSR1 would end it.)"""
+        if (os.environ.get("GIFTGUARD_TEST_DUMP_TASKS") and self.name.startswith("worker")
+                and self.process.poll() is None):
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
 
     def kill(self) -> None:
         """SIGKILL at once, as a crash would."""

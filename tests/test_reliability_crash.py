@@ -11,7 +11,11 @@ Counted and asserted, against the same events run once in-process through the de
   lost, none applied twice, balances, windows and per-card models recovered, not rebuilt wrong;
 - the distinct card-scope alert ids are exactly the reference's, and repeated deliveries of an
   alert (at-least-once) are identical but for ``decided_at``; every incident the reference
-  alerts on is alerted.
+  alerts on is alerted;
+- holds (hold mode ``auto``, against the local Square API of tests/fakes/square_api.py, which
+  counts activities per idempotency key): every card the reference alerts on at or above the
+  auto-hold score is held, with exactly one ADJUST_DECREMENT; no card gets a second one; no
+  idempotency key creates more than one activity, though decisions are replayed after each kill.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pytest
 
 from streams import topics
 from streams.broker import free_port
+from tests.fakes.square_api import FakeSquare
 from tests.kafka_helpers import end_offsets
 from tests.reliability import (
     CARDS_CHANGELOG,
@@ -41,6 +46,8 @@ from tests.reliability import (
     wait_consumed,
 )
 from tests.services import Service, base_env, start
+
+AUTO_HOLD_SCORE = 90  # the default policy's holds.auto_score
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -77,8 +84,14 @@ async def test_worker_killed_repeatedly_loses_nothing(bootstrap: str, tmp_path: 
     alerts_since = await end_offsets(bootstrap, topics.ALERTS)
     changelog_since = await end_offsets(bootstrap, CARDS_CHANGELOG)
 
+    square = FakeSquare()
+    await square.__aenter__()
+    for card in {ev.card_id for ev in run.events}:
+        square.add_card(card, 100_00)
+    must_hold = {a.card_id for a in ref.card_alerts.values() if a.score >= AUTO_HOLD_SCORE}
     worker = Restarting(bootstrap, tmp_path, GIFTGUARD_LOCATIONS=str(run.locations_path),
-                        **FAST_FAILOVER)
+                        GIFTGUARD_HOLD_MODE="auto", SQUARE_ACCESS_TOKEN=square.access_token,
+                        SQUARE_BASE_URL=square.base_url, **FAST_FAILOVER)
     try:
         await asyncio.to_thread(worker.service.wait_healthy, 90)
 
@@ -107,8 +120,14 @@ async def test_worker_killed_repeatedly_loses_nothing(bootstrap: str, tmp_path: 
 
         alerts = await alerts_of(bootstrap, run.run, alerts_since)
         states = await table_from_changelog(bootstrap, CARDS_CHANGELOG, run.run, changelog_since)
+        for _ in range(120):  # holds follow the alerts: up to 60 s more
+            if must_hold <= held(square):
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2)  # a late duplicate, if there were one, would show up by now
     finally:
         worker.service.stop()
+        await square.__aexit__(None, None, None)
 
     # -- state: every card exactly as if each event had been applied once, in order ----------
     wrong = {c: state_diff(states.get(c), s) for c, s in ref.card_states.items()
@@ -138,6 +157,15 @@ async def test_worker_killed_repeatedly_loses_nothing(bootstrap: str, tmp_path: 
     assert incidents_alerted(run, by_id.values()) >= expected_incidents
     same_entity = len(set(ref.entity_alerts) & set(by_id))
 
+    # -- holds: each at most once at Square, whatever was replayed -----------------------------
+    per_key = square.activities_per_key()
+    twice = {k: n for k, n in per_key.items() if n > 1}
+    assert not twice, f"idempotency keys with more than one activity: {twice}"
+    decrements = {c: len(square.activities_for(c, "ADJUST_DECREMENT")) for c in held(square)}
+    assert all(n == 1 for n in decrements.values()), {c: n for c, n in decrements.items() if n > 1}
+    assert must_hold <= set(decrements), f"never held: {sorted(must_hold - set(decrements))[:5]}"
+    hold_posts = [r for r in square.posts() if r.path.endswith("/activities")]
+
     print(f"\nworker crash: {sent} events in, {KILLS} kills at (s, events produced, s to healthy) "
           f"{[(round(t, 1), n, round(h, 1)) for t, n, h in kills]}, {worker.starts} starts; "
           f"{records} alert records, {distinct} distinct (reference {len(ref.alerts)}: "
@@ -145,4 +173,11 @@ async def test_worker_killed_repeatedly_loses_nothing(bootstrap: str, tmp_path: 
           f"alert ids identical, {same_entity} entity alert ids identical), "
           f"{sum(repeats.values())} repeats; {len(expected_incidents)} incidents alerted; "
           f"{len(ref.card_states)} card states identical; produced in {produced_at:.0f} s, "
-          f"all consumed at {elapsed:.0f} s")
+          f"all consumed at {elapsed:.0f} s; holds: {len(decrements)} cards held once "
+          f"({len(must_hold)} required), {len(per_key)} idempotency keys, {len(hold_posts)} "
+          f"activity requests to Square, none applied twice")
+
+
+def held(square: FakeSquare) -> set[str]:
+    """Cards with an ADJUST_DECREMENT at the fake Square."""
+    return {a["gift_card_id"] for a in square.activities if a["type"] == "ADJUST_DECREMENT"}
