@@ -30,7 +30,8 @@ from detectors.events import Event, InvalidEvent, format_time, parse_time
 from sinks.metrics import WorkerMetrics
 from streams import topics
 from streams.deadletter import deadletter_headers
-from streams.forwarding import pack, partition_for, unpack
+from streams.forwarding import pack, unpack
+from streams.partitioning import partition_for
 from streams.state import BatchTable, Write
 
 log = logging.getLogger("giftguard.worker")
@@ -292,11 +293,7 @@ class _Batch:
     async def _send_forwards(self, w: Worker) -> None:
         """Hand the forwarded events to the producer, one record per entity partition."""
         for p, items in self.forwards.items():
-            try:
-                fut = await _send(w, topics.ENTITY_EVENTS, None, pack(items), partition=p)
-            except Exception as exc:
-                fut = asyncio.get_running_loop().create_future()
-                fut.set_exception(exc)
+            fut = await _queued(_send(w, topics.ENTITY_EVENTS, None, pack(items), partition=p))
             for pending in self.forwarded_by[p]:
                 pending.sent.append(fut)
 
@@ -321,17 +318,10 @@ async def _write_states(w: Worker, table: BatchTable, writes: list[Write]) -> No
     """Changelog records first (awaited), then the local store and the persisted offsets."""
     if not writes:
         return
-    futures: list[Any] = []
-    for p, key, value in writes:
-        try:
-            futures.append(await table.send(p, key, value))
-        except Exception as exc:
-            futures.append(exc)
-    results = await asyncio.gather(*(f for f in futures if not isinstance(f, BaseException)),
-                                   return_exceptions=True)
+    futures = [await _queued(table.send(p, key, value)) for p, key, value in writes]
     offsets: dict[int, int] = {}
-    failed = sum(1 for f in futures if isinstance(f, BaseException))
-    for r in results:
+    failed = 0
+    for r in await asyncio.gather(*futures, return_exceptions=True):
         if isinstance(r, BaseException):
             failed += 1
         else:
@@ -342,6 +332,17 @@ async def _write_states(w: Worker, table: BatchTable, writes: list[Write]) -> No
         log.error("%d changelog records of %s not written", failed, table.table.name)
         w.metrics.deadletters.labels("changelog_write_failed", "worker").inc(failed)
     table.write(writes, offsets)
+
+
+async def _queued(send: Awaitable[asyncio.Future[Any]]) -> asyncio.Future[Any]:
+    """The record future a send returns; a failed future if the send itself raised (the
+    producer refused to queue the record), so callers await one kind of thing."""
+    try:
+        return await send
+    except Exception as exc:
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_exception(exc)
+        return fut
 
 
 async def _score_card(w: Worker, item: Item, batch: _Batch) -> None:

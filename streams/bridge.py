@@ -17,7 +17,6 @@ import asyncio
 import gc
 import logging
 import os
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from streams import topics
 from streams.admin import ensure_topics
 from streams.deadletter import deadletter_headers
 from streams.logs import configure_logging
+from streams.partitioning import murmur2, partition_of
 from streams.settings import Settings
 from streams.signatures import SQUARE_SIGNATURE_HEADER, SquareVerifier
 from streams.slack_actions import SlackActions
@@ -83,42 +83,6 @@ class RecentIds:
         self._ids.move_to_end(event_id)
         if len(self._ids) > self.capacity:
             self._ids.popitem(last=False)
-
-
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
-_WORDS: dict[int, struct.Struct] = {}
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 of a key, as ``aiokafka.partitioner.murmur2`` computes it (the Java
-    client's default partitioner), in fewer Python operations: the bridge hashes two keys per
-    request.
-
-    >>> from aiokafka.partitioner import murmur2 as reference
-    >>> keys = [b"", b"a", b"ab", b"abc", b"gftc:1", b"d121a65f-b460-430a-a372-b47bf7c8bfc2"]
-    >>> [murmur2(k) for k in keys] == [reference(k) for k in keys]
-    True
-    """
-    length = len(data)
-    h = 0x9747B28C ^ length
-    n4 = length >> 2
-    words = _WORDS.get(n4)
-    if words is None:
-        words = _WORDS[n4] = struct.Struct(f"<{n4}I")
-    for k in words.unpack_from(data):
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ (((k ^ (k >> 24)) * _M) & _MASK)
-    extra = length & 3
-    if extra:
-        i = n4 << 2
-        if extra == 3:
-            h ^= data[i + 2] << 16
-        if extra >= 2:
-            h ^= data[i + 1] << 8
-        h = ((h ^ data[i]) * _M) & _MASK
-    h = ((h ^ (h >> 13)) * _M) & _MASK
-    return h ^ (h >> 15)
 
 
 def _both_acked(loop: asyncio.AbstractEventLoop, first: asyncio.Future[Any],
@@ -430,7 +394,7 @@ class Bridge:
         if not partitions:
             return None
         candidates = list(partitions)
-        return candidates[(key_hash & 0x7FFFFFFF) % len(candidates)]
+        return candidates[partition_of(key_hash, len(candidates))]
 
     async def _reject(self, body: bytes, reason: str, message: str) -> web.Response:
         """Dead-letter an authentic but malformed body and answer 400 (503 if Kafka is down)."""

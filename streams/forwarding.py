@@ -11,16 +11,11 @@ services read ``giftcard.transactions`` and ``giftcard.alerts``, one event per r
 >>> packed = pack([(b"loc:NYC", b'{"a":1}'), (b"pi:x", b"{}")])
 >>> unpack(packed)
 [(b'loc:NYC', b'{"a":1}'), (b'pi:x', b'{}')]
->>> partition_for(b"loc:NYC", 8) == partition_for(b"loc:NYC", 8) < 8
-True
 """
 
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
-
-from aiokafka.partitioner import murmur2
 
 _HEAD = struct.Struct(">HI")  # key length, value length
 #: First byte of a packed record, so a stray record of another shape is refused, not misread.
@@ -53,9 +48,3 @@ def unpack(data: bytes) -> list[tuple[bytes, bytes]]:
         items.append((data[pos:pos + klen], data[pos + klen:pos + klen + vlen]))
         pos += klen + vlen
     return items
-
-
-@lru_cache(maxsize=65536)
-def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partition for a keyed record (murmur2, positive, modulo)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -16,8 +16,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streams.broker import free_port
+from tests.fakes.slack_api import CHANNEL_NAME, TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNATURE_KEY = "integration-signature-key"
@@ -98,6 +100,17 @@ def base_env(bootstrap: str, **extra: str) -> dict[str, str]:
     if os.environ.get("GIFTGUARD_TEST_LOG_LEVEL"):  # e.g. INFO, to see Faust's recovery
         env["GIFTGUARD_LOG_LEVEL"] = os.environ["GIFTGUARD_TEST_LOG_LEVEL"]
     env.update(extra)
+    return env
+
+
+def fakes_env(*, square: Any = None, slack: Any = None) -> dict[str, str]:
+    """The settings that point a worker at the local fakes (tests/fakes): Square's gift card
+    API (a ``FakeSquare``) and Slack's Web API (a ``FakeSlackApi``, its test token and channel)."""
+    env: dict[str, str] = {}
+    if square is not None:
+        env.update(SQUARE_ACCESS_TOKEN=square.access_token, SQUARE_BASE_URL=square.base_url)
+    if slack is not None:
+        env.update(SLACK_BOT_TOKEN=TOKEN, SLACK_CHANNEL=CHANNEL_NAME, SLACK_API_URL=slack.base_url)
     return env
 
 

@@ -20,9 +20,16 @@ from aiokafka import AIOKafkaProducer
 
 from streams import topics
 from streams.signatures import SQUARE_SIGNATURE_HEADER, square_signature
-from tests.fakes.slack_api import CHANNEL_NAME, TOKEN, FakeSlackApi
+from tests.fakes.slack_api import FakeSlackApi
 from tests.kafka_helpers import end_offsets, read_since
-from tests.services import SIGNATURE_KEY, Service, metric_sum, start_bridge, start_worker
+from tests.services import (
+    SIGNATURE_KEY,
+    Service,
+    fakes_env,
+    metric_sum,
+    start_bridge,
+    start_worker,
+)
 from tests.square_envelopes import envelope
 
 pytestmark = pytest.mark.integration
@@ -90,8 +97,7 @@ def services(bootstrap: str, tmp_path: Path, fake_slack: FakeSlackApi):
     locations.write_bytes(orjson.dumps(LOCATIONS))
     bridge = start_bridge(bootstrap, tmp_path)
     worker = start_worker(bootstrap, tmp_path, GIFTGUARD_LOCATIONS=str(locations),
-                          SLACK_BOT_TOKEN=TOKEN, SLACK_CHANNEL=CHANNEL_NAME,
-                          SLACK_API_URL=fake_slack.base_url)
+                          **fakes_env(slack=fake_slack))
     try:
         bridge.wait_healthy()
         worker.wait_healthy(timeout=90)

@@ -22,7 +22,7 @@ from streams import topics
 from tests.fakes.square_api import FakeSquare
 from tests.holds_helpers import LoopThread, produce, wait_for
 from tests.kafka_helpers import end_offsets, read_since
-from tests.services import start_worker
+from tests.services import fakes_env, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -39,8 +39,8 @@ def test_killed_before_the_call_and_square_failing_still_one_activity(
     square = FakeSquare()
     loop.run(square.__aenter__())
     run = uuid.uuid4().hex[:8]
-    env = dict(GIFTGUARD_HOLD_MODE="approve", SQUARE_ACCESS_TOKEN=square.access_token,
-               SQUARE_BASE_URL=square.base_url, GIFTGUARD_LOG_LEVEL="INFO")
+    env = dict(GIFTGUARD_HOLD_MODE="approve", GIFTGUARD_LOG_LEVEL="INFO",
+               **fakes_env(square=square))
     worker = start_worker(kafka.bootstrap, tmp_path, name="crashing",
                           GIFTGUARD_FAILPOINT="before_pos_call", **env)
     try:

@@ -26,7 +26,7 @@ import pytest
 
 from sinks.slack.blocks import ACTION_HOLD, ACTION_RELEASE
 from streams import topics
-from tests.fakes.slack_api import CHANNEL_NAME, TOKEN, FakeSlackApi
+from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.square_api import FakeSquare
 from tests.holds_helpers import (
     SIGNING_SECRET,
@@ -38,7 +38,7 @@ from tests.holds_helpers import (
     wait_for,
 )
 from tests.kafka_helpers import end_offsets, read_since
-from tests.services import ROOT, Service, base_env, start_bridge, start_worker
+from tests.services import ROOT, Service, base_env, fakes_env, start_bridge, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -72,10 +72,7 @@ def stack(kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     loop.run(slack.start())
     bridge = start_bridge(kafka.bootstrap, tmp, SLACK_SIGNING_SECRET=SIGNING_SECRET)
     worker = start_worker(kafka.bootstrap, tmp, GIFTGUARD_HOLD_MODE="approve",
-                          SQUARE_ACCESS_TOKEN=square.access_token,
-                          SQUARE_BASE_URL=square.base_url, SLACK_BOT_TOKEN=TOKEN,
-                          SLACK_CHANNEL=CHANNEL_NAME, SLACK_API_URL=slack.base_url,
-                          GIFTGUARD_LOG_LEVEL="INFO")
+                          GIFTGUARD_LOG_LEVEL="INFO", **fakes_env(square=square, slack=slack))
     try:
         bridge.wait_healthy()
         worker.wait_healthy(timeout=90)

@@ -45,7 +45,7 @@ from tests.reliability import (
     table_from_changelog,
     wait_consumed,
 )
-from tests.services import Service, base_env, start
+from tests.services import Service, base_env, fakes_env, start
 
 AUTO_HOLD_SCORE = 90  # the default policy's holds.auto_score
 
@@ -90,8 +90,7 @@ async def test_worker_killed_repeatedly_loses_nothing(bootstrap: str, tmp_path: 
         square.add_card(card, 100_00)
     must_hold = {a.card_id for a in ref.card_alerts.values() if a.score >= AUTO_HOLD_SCORE}
     worker = Restarting(bootstrap, tmp_path, GIFTGUARD_LOCATIONS=str(run.locations_path),
-                        GIFTGUARD_HOLD_MODE="auto", SQUARE_ACCESS_TOKEN=square.access_token,
-                        SQUARE_BASE_URL=square.base_url, **FAST_FAILOVER)
+                        GIFTGUARD_HOLD_MODE="auto", **fakes_env(square=square), **FAST_FAILOVER)
     try:
         await asyncio.to_thread(worker.service.wait_healthy, 90)
 

@@ -44,11 +44,18 @@ import pytest
 from streams import topics
 from streams.signatures import SQUARE_SIGNATURE_HEADER, square_signature
 from tests.fakes.outage import REFUSE
-from tests.fakes.slack_api import CHANNEL_NAME, TOKEN, FakeSlackApi
+from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.square_api import FakeSquare
 from tests.holds_helpers import LoopThread, wait_for
 from tests.kafka_helpers import end_offsets, read_since
-from tests.services import SIGNATURE_KEY, Service, metric_sum, start_bridge, start_worker
+from tests.services import (
+    SIGNATURE_KEY,
+    Service,
+    fakes_env,
+    metric_sum,
+    start_bridge,
+    start_worker,
+)
 from tests.square_envelopes import envelope
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -124,10 +131,7 @@ def test_slack_and_square_down_alerts_and_holds_complete_once(kafka, tmp_path: P
     bridge = start_bridge(kafka.bootstrap, tmp_path)
     worker = start_worker(kafka.bootstrap, tmp_path, GIFTGUARD_HOLD_MODE="auto",
                           GIFTGUARD_LOCATIONS=str(locations),
-                          SQUARE_ACCESS_TOKEN=square.access_token,
-                          SQUARE_BASE_URL=square.base_url, SLACK_BOT_TOKEN=TOKEN,
-                          SLACK_CHANNEL=CHANNEL_NAME, SLACK_API_URL=slack.base_url,
-                          GIFTGUARD_LOG_LEVEL="INFO")
+                          GIFTGUARD_LOG_LEVEL="INFO", **fakes_env(square=square, slack=slack))
     try:
         bridge.wait_healthy()
         worker.wait_healthy(timeout=90)
