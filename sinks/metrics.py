@@ -60,6 +60,7 @@ class WorkerMetrics:
     alert_rules: Counter
     scores: Histogram
     holds: Counter
+    holds_failed: Gauge
     pos_retries: Counter
     slack_messages: Counter
     deadletters: Counter
@@ -91,6 +92,10 @@ def worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
                          buckets=SCORE_BUCKETS, registry=registry),
         holds=Counter("giftguard_holds_total", "Hold actions, by POS, action and outcome.",
                       ["pos", "action", "outcome"], registry=registry),
+        holds_failed=Gauge("giftguard_holds_failed",
+                           "Hold operations that failed and are not done yet (waiting for a "
+                           "retry or for a person), on the cards this worker owns, by POS and "
+                           "action.", ["pos", "action"], registry=registry),
         pos_retries=Counter("giftguard_pos_retries_total",
                             "POS requests sent again inside a hold call's retries, by POS and "
                             "reason (429, 5xx, network); counted even when the call then succeeds.",

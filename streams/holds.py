@@ -45,6 +45,7 @@ import os
 import signal
 import time
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -297,6 +298,7 @@ class HoldExecutor:
         self.policy = policy
         self.out = outputs
         self.metrics = metrics
+        self._failed_shown: set[tuple[str, str]] = set()
         self.clock = clock
         self.failpoint = failpoint
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -596,9 +598,12 @@ class HoldExecutor:
         """(card, operation) pairs to drive again: failed and due, or requested and stale."""
         now = self.clock() if now is None else now
         out = []
+        failed: Counter[tuple[str, str]] = Counter()
         for key, raw in list(self.table.items()):
             entry = CardHolds.decode(key.decode(), raw)
             for op_id, op in entry.ops.items():
+                if op["status"] == "failed":
+                    failed[op.get("pos") or "none", op["action"]] += 1
                 if op_id in self._inflight:
                     continue
                 due = (op["status"] == "failed" and op.get("retryable")
@@ -607,7 +612,19 @@ class HoldExecutor:
                     and now - (op.get("updated_at") or 0) > STALE_REQUEST)
                 if due and now - self._retry_sent.get(op_id, 0.0) > STALE_REQUEST:
                     out.append((entry.card_id, op_id))
+        self._show_failed(failed)
         return out
+
+    def _show_failed(self, failed: Counter[tuple[str, str]]) -> None:
+        """``giftguard_holds_failed`` from a scan of the registry (0 for what recovered)."""
+        gauge = getattr(self.metrics, "holds_failed", None)
+        if gauge is None:
+            return
+        for labels in self._failed_shown - failed.keys():
+            gauge.labels(*labels).set(0)
+        for labels, n in failed.items():
+            gauge.labels(*labels).set(n)
+        self._failed_shown = set(failed)
 
     async def send_retries(self) -> int:
         """Put a retry command on ``giftguard.hold-commands`` for every due operation."""

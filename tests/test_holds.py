@@ -79,6 +79,13 @@ def executor(pos: Any, mode: str = "approve", policy: HoldPolicy | None = None,
     return ex, rec
 
 
+def failed_open(ex: HoldExecutor) -> float:
+    """``giftguard_holds_failed{pos="memory",action="hold"}`` as the worker would export it."""
+    [metric] = ex.metrics.holds_failed.collect()
+    return sum(s.value for s in metric.samples
+               if s.labels == {"pos": "memory", "action": "hold"})
+
+
 def decision(decision: str, alert_id: str = "a1", card_id: str = "gftc:1", **kw: Any) -> dict:
     return {"decision": decision, "alert_id": alert_id, "card_id": card_id,
             "user_id": "U1", **kw}
@@ -117,6 +124,7 @@ async def test_a_failed_hold_is_recorded_alerted_and_retried_until_done() -> Non
     assert op["status"] == "failed" and op["retryable"] and op["amount_minor"] == 500
     assert [s["kind"] for s in rec.slack] == ["note"]  # posted in the thread
     assert ex.due() == []                               # not before its time
+    assert failed_open(ex) == 1                         # what GiftGuardHoldFailed watches
     for _ in range(3):
         now[0] += 400
         assert await ex.send_retries() == 1
@@ -124,6 +132,8 @@ async def test_a_failed_hold_is_recorded_alerted_and_retried_until_done() -> Non
         if ex.entry("gftc:1").held:
             break
     assert ex.entry("gftc:1").held
+    ex.due()
+    assert failed_open(ex) == 0                         # done: the alert resolves
     keys = {r.idempotency_key for r in pos.requests}
     assert len(keys) == 1 and [r.amount_minor for r in pos.requests] == [500] * 3
     assert [h["outcome"] for h in rec.holds] == ["requested", "failed"] * 2 + ["requested", "done"]

@@ -25,6 +25,7 @@ showing each alert (exactly 1), the message of each held card showing the hold, 
 (one per card whose hold failed), requests answered 503/429. The worker's ``/metrics`` (deltas):
 ``giftguard_events_total`` = 52, ``giftguard_alerts_total`` = 6,
 ``giftguard_holds_total{action="hold"}`` ``done`` = 6 and ``failed`` = the failed records,
+``giftguard_holds_failed`` (failed and not done yet) at least 1 while the hold waits, 0 after,
 ``giftguard_pos_retries_total`` ≥ 3 (the failed hold's 3 retries; by reason ``network``, ``5xx``,
 ``429``), ``giftguard_slack_messages_total`` ``retried`` ≥ 1, ``sent`` = alerts + notes,
 ``failed`` = 0. The test prints these figures and both fakes' request timelines (``-s``).
@@ -169,6 +170,10 @@ def test_slack_and_square_down_alerts_and_holds_complete_once(kafka, tmp_path: P
                                     outcome="failed") > failed_before,
                  started + MAX_OUTAGE - time.monotonic(), "the first hold to fail", interval=0.1)
         first_failure = time.monotonic() - started
+        # The failed hold shows as open (the retry timer's scan of the registry) while it waits.
+        wait_for(lambda: metric_sum(worker.get("/metrics")[1].decode(),
+                                    "giftguard_holds_failed") >= 1, 12,
+                 "giftguard_holds_failed to show the failed hold", interval=0.2)
         square.end_outage()
         square.outage(seconds=2, status=429, retry_after="1")
         slack.end_outage()
@@ -209,6 +214,10 @@ def test_slack_and_square_down_alerts_and_holds_complete_once(kafka, tmp_path: P
             return text if scored >= n_events else None
 
         metrics = wait_for(everything_scored, 20, "the worker to count every event")
+        # ... and as not open any more once the retry did it (the next scan, within 5 s).
+        wait_for(lambda: metric_sum(worker.get("/metrics")[1].decode(),
+                                    "giftguard_holds_failed") == 0, 12,
+                 "giftguard_holds_failed back to 0 after the retry", interval=0.2)
         alerts_now, holds_now = alerts(), holds()
 
         def delta(name: str, **labels: str) -> float:

@@ -72,7 +72,15 @@ async def test_second_worker_joins_and_leaves(bootstrap: str, tmp_path: Path) ->
             await asyncio.to_thread(second.wait_healthy, 90)
             moments["healthy"] = time.monotonic() - started
             await asyncio.sleep(6)
-            scored["b"] = _events_scored(second.get("/metrics")[1].decode())
+            # It leaves once it has scored something: joining, restoring its tables and
+            # catching up can take longer on a loaded machine, and a busy worker may answer
+            # /metrics slowly.
+            for _ in range(40):
+                body = (await asyncio.to_thread(second.get, "/metrics", 10.0))[1]
+                scored["b"] = _events_scored(body.decode())
+                if scored["b"] > 0:
+                    break
+                await asyncio.sleep(0.5)
             moments["left"] = time.monotonic() - started
             await asyncio.to_thread(second.stop)
 

@@ -129,9 +129,9 @@ def build() -> Dashboard:
             query("sum(increase(giftguard_alerts_total[1h]))"),
             thresholds(ok, (1, "orange"))))
         .with_panel(single(
-            "Failed holds (1h)", "Hold actions that failed after retries: cards still spendable.",
-            "short",
-            query('sum(increase(giftguard_holds_total{outcome="failed"}[1h]))'),
+            "Failed holds, not done", "Hold actions that failed and are not done yet "
+            "(retrying, or waiting for a person): cards still spendable.", "short",
+            query("sum(giftguard_holds_failed)"),
             thresholds(ok, (1, "red"))))
     )
 
