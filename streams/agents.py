@@ -32,6 +32,7 @@ from streams import topics
 from streams.deadletter import deadletter_headers
 from streams.forwarding import pack, unpack
 from streams.partitioning import partition_for
+from streams.progress import Progress
 from streams.state import BatchTable, Write
 
 log = logging.getLogger("giftguard.worker")
@@ -59,6 +60,8 @@ class Worker:
     held_alert: Callable[[Event], Alert | None] | None = None
     #: Partitions of every topic (the entity topic's, to place forwarded events).
     partitions: int = 1
+    #: How far the scoring agents got per partition: what their offsets commit.
+    progress: Progress | None = None
 
 
 def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False) -> faust.TopicT:
@@ -98,6 +101,16 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
     )
 
     card_table, entity_table = BatchTable(app, w.cards), BatchTable(app, w.entities)
+    # The scoring agents' offsets are committed from how far they got (streams/progress.py).
+    progress = w.progress = Progress(app.consumer, [topics.TRANSACTIONS, topics.ENTITY_EVENTS])
+
+    @app.on_partitions_revoked.connect
+    async def _forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        progress.forget(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def _forget_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        progress.forget(assigned)
 
     @app.agent(w.transactions, name="score-cards")
     async def score_cards(stream: faust.StreamT[bytes]) -> None:
@@ -144,6 +157,8 @@ async def _score_batches(w: Worker, stream: faust.StreamT[bytes], table: BatchTa
                 except Exception as exc:
                     await _dead_letter(w, item, exc)
         await batch.finish(w)
+        if w.progress is not None:
+            w.progress.done(event.message for event in events)
 
 
 def _one_event(event: EventT) -> list[tuple[bytes, bytes]]:

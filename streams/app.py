@@ -50,6 +50,12 @@ def create_app(settings: Settings, web_port: int = 6066, web_host: str = "127.0.
         topic_partitions=settings.giftguard_partitions,
         topic_allow_declare=True,
         producer_acks=-1,
+        # Faust's default is 20 minutes, which is also how long a produce batch, or a metadata
+        # request, may stay pending. One that never completed (a partition whose leader the
+        # producer never learned, seen in the rebalance test) held every offset commit behind
+        # producer.flush() for that long, and a rebalance waiting on that commit never ended.
+        # Kafka's own default is 30 s; a record that times out is dead-lettered, not lost.
+        producer_request_timeout=30.0,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
         web_port=web_port,

@@ -1,9 +1,9 @@
 """streams.app.FlowControl: a resume while flowing keeps what the stream queues hold.
 
-Faust's recovery resumes the stream partitions, seeks them, then resumes flow control; the
-queues were emptied at that last step, dropping events already fetched (streams/app.py). The
-crash test (tests/test_reliability_crash.py) caught it end to end: after a restart the worker
-stopped committing and its lag only grew.
+Faust's recovery resumes the stream partitions, seeks them, then resumes flow control, which
+emptied the stream queues: events already fetched were dropped unacknowledged and never fetched
+again, and Faust never commits across such a hole. The crash test caught it end to end (after a
+restart the worker's lag only grew); these pin the correction.
 """
 
 from __future__ import annotations

@@ -50,10 +50,6 @@ def _event(run: str, n: str, typ: str, card: str, loc: str, amount: int, minute:
             "occurred_at": _t(minute), "source": "square", **extra}
 
 
-# The open rebalance defect (README, Known gaps: a revocation whose commit hangs) can also hit
-# this worker's start-up rebalances: once in about 8 runs the group stayed behind. The rerun
-# starts a fresh worker; a poison failure proper fails both attempts.
-@pytest.mark.flaky(reruns=1)
 async def test_poison_is_dead_lettered_and_the_worker_goes_on(bootstrap: str,
                                                                tmp_path: Path) -> None:
     run = new_run()

@@ -45,11 +45,6 @@ def _events_scored(text: str) -> float:
                re.finditer(r"^giftguard_events_total\{[^}]*\} ([0-9.e+-]+)$", text, re.M))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect: now and then (about 1 run in 4 here) the first worker never rejoins the group "
-    "when the second one arrives: Faust's revocation handler waits for in-flight events and the "
-    "offset commit inside that wait hangs while the group rebalances (README, Known gaps). Runs "
-    "every time; XPASS when it holds."))
 async def test_second_worker_joins_and_leaves(bootstrap: str, tmp_path: Path) -> None:
     run = sim_run(tmp_path, events=3000, seed=12)
     ref = reference(run)

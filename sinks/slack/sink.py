@@ -144,7 +144,8 @@ class SlackAlertSink:
         retry_handlers: slack_sdk retry handlers; connection errors and 429 when None.
         min_interval: seconds between the end of one call and the start of the next (1 msg/s).
         backoff: waits between retries of a message that failed with ``RetryLater``
-            (:class:`~sinks.base.Backoff` defaults: 0.5 s doubling to 30 s).
+            (default 0.5 s doubling to 8 s: after an outage the queued alerts reach the channel
+            at most 8 s after Slack is back; ``Retry-After`` is honoured above that).
         give_up_after: a message older than this many seconds is not retried again (counted failed).
         max_queue: messages waiting at most; ``send`` raises ``RetryLater`` beyond it.
         remember: messages whose ``ts`` is kept for deduplication (LRU).
@@ -178,7 +179,7 @@ class SlackAlertSink:
         self.client = client
         self.retry_handlers = retry_handlers
         self.min_interval = min_interval
-        self.backoff = backoff if backoff is not None else Backoff()
+        self.backoff = backoff if backoff is not None else Backoff(cap=8.0)
         self.give_up_after = give_up_after
         self.max_queue = max_queue
         self.remember = remember
