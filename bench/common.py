@@ -289,14 +289,23 @@ def measure(count: Callable[[], float], target: float, *, timeout: float,
     pids = list(pids)
     deadline = time.monotonic() + timeout
     first: tuple[float, float, float] | None = None
+    before: tuple[float, float, float] | None = None  # the last sample that saw no progress
     last = 0.0
     while time.monotonic() < deadline:
         if not alive():
             raise RuntimeError("a measured process exited")
         now = time.monotonic()
         n = count()
-        if n > 0 and first is None:
-            first = (now, n, sum(cpu_seconds(p) for p in pids))
+        if first is None:
+            sample = (now, n, sum(cpu_seconds(p) for p in pids))
+            if n <= 0:
+                before = sample
+            elif n >= target and before is not None:
+                # All of it between two samples (a small run): time it from the sample before,
+                # a lower bound of the rate instead of 0 records in 0 s.
+                first = before
+            else:
+                first = sample
         last = n
         if first is not None and n >= target:
             cpu = sum(cpu_seconds(p) for p in pids) - first[2]

@@ -1,0 +1,21 @@
+"""bench.common.measure: a run that starts and ends between two samples still has a rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import common
+
+
+def test_all_records_between_two_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "POLL", 0.01)
+    samples = iter([0, 0, 3000])  # nothing, nothing, everything (a small run on a fast machine)
+    rate = common.measure(lambda: next(samples), 3000, timeout=5)
+    assert rate.records == 3000 and rate.seconds > 0 and rate.eps > 0
+
+
+def test_progress_seen_before_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "POLL", 0.01)
+    samples = iter([0, 1000, 2000, 3000])
+    rate = common.measure(lambda: next(samples), 3000, timeout=5)
+    assert rate.records == 2000  # from the first sample that saw progress, as before
