@@ -54,14 +54,14 @@ class Worker:
     deadletter: faust.TopicT
     cards: Any
     entities: Any
+    #: How far the scoring agents got per partition: what their offsets commit.
+    progress: Progress
     #: Sets ``alert.action`` from the hold policy before the alert is published (actions.py).
     classify: Callable[[Alert], None] | None = None
     #: An extra alert for an event on a held card (value taken off it), from the hold registry.
     held_alert: Callable[[Event], Alert | None] | None = None
     #: Partitions of every topic (the entity topic's, to place forwarded events).
     partitions: int = 1
-    #: How far the scoring agents got per partition: what their offsets commit.
-    progress: Progress | None = None
 
 
 def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False) -> faust.TopicT:
@@ -89,6 +89,8 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
     # (Faust picks a table's serializers from key_type/value_type, not from a schema.)
     table_args = dict(default=None, partitions=partitions, key_type=bytes, value_type=bytes,
                       options=dict(ROCKSDB_OPTIONS))
+    # The scoring agents' offsets are committed from how far they got (streams/progress.py).
+    progress = Progress(app.consumer, [topics.TRANSACTIONS, topics.ENTITY_EVENTS])
     w = Worker(
         app=app, engine=engine, metrics=metrics, on_alert=on_alert,
         transactions=raw_topic(app, topics.TRANSACTIONS, partitions),
@@ -97,12 +99,11 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
         deadletter=raw_topic(app, topics.DEADLETTER, partitions),
         cards=app.Table("cards", **table_args),
         entities=app.Table("entities", **table_args),
+        progress=progress,
         partitions=partitions,
     )
 
     card_table, entity_table = BatchTable(app, w.cards), BatchTable(app, w.entities)
-    # The scoring agents' offsets are committed from how far they got (streams/progress.py).
-    progress = w.progress = Progress(app.consumer, [topics.TRANSACTIONS, topics.ENTITY_EVENTS])
 
     @app.on_partitions_revoked.connect
     async def _forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
@@ -157,8 +158,7 @@ async def _score_batches(w: Worker, stream: faust.StreamT[bytes], table: BatchTa
                 except Exception as exc:
                     await _dead_letter(w, item, exc)
         await batch.finish(w)
-        if w.progress is not None:
-            w.progress.done(event.message for event in events)
+        w.progress.done(event.message for event in events)
 
 
 def _one_event(event: EventT) -> list[tuple[bytes, bytes]]:

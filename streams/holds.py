@@ -595,7 +595,8 @@ class HoldExecutor:
     # -- retries --------------------------------------------------------------------------------
 
     def due(self, now: float | None = None) -> list[tuple[str, str]]:
-        """(card, operation) pairs to drive again: failed and due, or requested and stale."""
+        """(card, operation) pairs to drive again: failed and due, or requested and stale.
+        The same scan of the registry sets ``giftguard_holds_failed``."""
         now = self.clock() if now is None else now
         out = []
         failed: Counter[tuple[str, str]] = Counter()
@@ -617,9 +618,7 @@ class HoldExecutor:
 
     def _show_failed(self, failed: Counter[tuple[str, str]]) -> None:
         """``giftguard_holds_failed`` from a scan of the registry (0 for what recovered)."""
-        gauge = getattr(self.metrics, "holds_failed", None)
-        if gauge is None:
-            return
+        gauge = self.metrics.holds_failed
         for labels in self._failed_shown - failed.keys():
             gauge.labels(*labels).set(0)
         for labels, n in failed.items():
