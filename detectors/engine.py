@@ -16,8 +16,9 @@ Idempotency and order (Square): a repeated ``event_id`` on a card is a no-op (th
 last 8 event-id hashes). A POS redemption is first ``square:<id>`` with status ``pending`` (the
 value is debited then), and later ``square:<id>:completed`` (confirmed: no second debit) or
 ``square:<id>:canceled`` (the value is given back). If an update arrives *before* its original, the
-update is applied as if the original had come (a completed one debits, a canceled one records that
-the redemption never happened) and the original, when it arrives, is a no-op.
+update is applied as if the original had come: a completed one debits, and the original, when it
+arrives, is a no-op; a canceled one is remembered, and the original, when it arrives, is scored and
+counted as it would have been in order, its value given back at once.
 
 >>> from detectors.events import Event
 >>> def ev(i, typ, amount, minute, loc="L1", **kw):
@@ -103,6 +104,13 @@ def alert_id(scope_key: str, event_id: str) -> str:
     True
     """
     return hashlib.blake2b(f"{scope_key}|{event_id}".encode(), digest_size=12).hexdigest()
+
+
+def _give_back(s: CardState, amount: int) -> None:
+    """A canceled redemption's value returns to the card."""
+    s.drained = max(0, s.drained - amount)
+    s.redeemed_total = max(0, s.redeemed_total - amount)
+    s.balance += amount
 
 
 class Engine:
@@ -216,9 +224,7 @@ class Engine:
                         signals.append(("card_alerted", carry))
                 learn_debit = debit
             elif credit_back > 0:
-                s.drained = max(0, s.drained - credit_back)
-                s.redeemed_total = max(0, s.redeemed_total - credit_back)
-                s.balance += credit_back
+                _give_back(s, credit_back)
         elif typ in SALE_TYPES:
             self._apply_sale(s, event, ts, amount, loc_h, online)
             p = lp.rules["known_fraud_instrument"]
@@ -295,7 +301,12 @@ class Engine:
             if not alerts and self.card_stats.params.enabled:
                 self.card_stats.learn_one(s, learn_debit, ts)   # flagged events not learned
             self._apply_debit(s, ts, learn_debit, loc_h, online, lp)
-        if event.balance_after_minor is not None and typ not in PROBE_TYPES:
+            if credit_back:
+                # Its cancellation came first: counted as it happened, then given back as the
+                # update would have (the update's balance stands, not this stale one).
+                _give_back(s, credit_back)
+        if (event.balance_after_minor is not None and typ not in PROBE_TYPES
+                and not (learn_debit and credit_back)):
             s.balance = event.balance_after_minor
         if not s.t_first:
             s.t_first = int(ts)
@@ -304,7 +315,8 @@ class Engine:
         return Outcome(s.encode(), alerts, score, forward)
 
     def _resolve_redemption(self, s: CardState, event: Event) -> tuple[int, int]:
-        """(value debited now, value given back now) for a redemption and its Square updates."""
+        """(value debited now, value given back now) for a redemption and its Square updates
+        (both, for an original whose cancellation came first)."""
         eid = event.event_id
         amount = event.amount_minor
         if eid.endswith(_UPDATE_SUFFIXES):
@@ -330,9 +342,12 @@ class Engine:
         if event.status == "pending":
             activity = h32(eid)
             entry = s.pending_entry(activity)
-            if entry is not None and entry[2] in (P_DONE, P_CANCELED):
-                s.drop_pending(activity)               # its update already settled it
+            if entry is not None and entry[2] == P_DONE:
+                s.drop_pending(activity)               # its completion already debited it
                 return 0, 0
+            if entry is not None and entry[2] == P_CANCELED:
+                s.drop_pending(activity)               # debited and given back at once
+                return amount, amount
             s.set_pending(activity, amount, P_PENDING)
         return amount, 0
 

@@ -55,7 +55,7 @@ MAX_CARD_STATE_BYTES = _HEADER.size + _EID.size + MAX_PENDING * _PENDING.size
 # Pending-redemption entry kinds.
 P_PENDING = 0         # original seen as pending; its amount is debited, awaiting the update
 P_DONE = 1            # the update came first and was applied: the original is a no-op
-P_CANCELED = 2        # canceled before the original arrived: the original is a no-op
+P_CANCELED = 2        # canceled before the original arrived: the original debits and gives back
 
 _I32 = 2**31 - 1
 _U32 = 2**32 - 1

@@ -8,7 +8,8 @@
 - 200 only after Kafka acknowledged both the raw body (``giftcard.webhooks.raw``) and the
   canonical event (``giftcard.transactions``, keyed by card id);
 - 503 when Kafka cannot take the write, so Square retries;
-- 200 without a second write for an event id already written.
+- 200 without a second write for an event id already written; a retry of a delivery answered
+  503 writes only what was not acknowledged, and waits for what is still on its way.
 """
 
 from __future__ import annotations
@@ -85,6 +86,25 @@ class RecentIds:
             self._ids.popitem(last=False)
 
 
+class _Unsettled:
+    """The two record futures (raw, canonical) of a delivery answered 503 while one of them was
+    still pending or had failed. The sender's retry reuses them: a pending record is awaited, an
+    acknowledged one is not written again, only a failed one is, so a write acknowledged after
+    its 503 does not land a second time."""
+
+    __slots__ = ("raw", "canon")
+
+    def __init__(self, raw: asyncio.Future[Any] | None, canon: asyncio.Future[Any] | None) -> None:
+        self.raw, self.canon = raw, canon
+
+    @staticmethod
+    def reusable(future: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
+        """``future`` unless it failed (then the record must be written again)."""
+        if future is None or (future.done() and (future.cancelled() or future.exception())):
+            return None
+        return future
+
+
 def _both_acked(loop: asyncio.AbstractEventLoop, first: asyncio.Future[Any],
                 second: asyncio.Future[Any]) -> asyncio.Future[None]:
     """A future done when both record futures are (the first error, if any, is its error).
@@ -95,19 +115,29 @@ def _both_acked(loop: asyncio.AbstractEventLoop, first: asyncio.Future[Any],
     waiter: asyncio.Future[None] = loop.create_future()
 
     def settled(future: asyncio.Future[Any]) -> None:
-        exc = None if future.cancelled() else future.exception()  # (marks it retrieved)
         if waiter.done():
+            _failure(future)  # (marks its exception retrieved)
             return
-        if future.cancelled():
-            waiter.set_exception(RuntimeError("the Kafka write was cancelled"))
-        elif exc is not None:
+        exc = _failure(future)
+        if exc is None and first.done() and second.done():
+            # Both may have settled before either callback ran: the other's error counts too.
+            exc = _failure(second if future is first else first)
+            if exc is None:
+                waiter.set_result(None)
+                return
+        if exc is not None:
             waiter.set_exception(exc)
-        elif first.done() and second.done():
-            waiter.set_result(None)
 
     first.add_done_callback(settled)
     second.add_done_callback(settled)
     return waiter
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    """A done record future's error (a cancellation is one too), or None."""
+    if future.cancelled():
+        return RuntimeError("the Kafka write was cancelled")
+    return future.exception()
 
 
 class _Deadline:
@@ -180,6 +210,8 @@ class Bridge:
         self._producer_factory = producer_factory or self._default_producer
         self.producer: AIOKafkaProducer | None = None
         self.recent = RecentIds()
+        #: Deliveries answered 503 with a record pending or failed, oldest first (bounded).
+        self._unsettled: OrderedDict[str, _Unsettled] = OrderedDict()
         #: murmur2 of card ids (cards come back; event ids do not), bounded.
         self._card_hashes: dict[bytes, int] = {}
         #: False from a failed Kafka write until the next one succeeds (drives /healthz).
@@ -348,16 +380,21 @@ class Bridge:
         card_partition = self._partition(cluster, topics.TRANSACTIONS, card_hash)
         loop = asyncio.get_running_loop()
         raw = canon = None
+        earlier = self._unsettled.pop(provider_id, None) if self._unsettled else None
+        if earlier is not None:  # an earlier delivery's records: written, or still on their way
+            raw, canon = _Unsettled.reusable(earlier.raw), _Unsettled.reusable(earlier.canon)
         failure: Exception | None = None
         # At most KAFKA_WRITE_TIMEOUT for queueing both records and their acknowledgements.
         deadline = _Deadline(loop, KAFKA_WRITE_TIMEOUT)
         try:
             # Both records are queued before either acknowledgement is awaited, so they travel
             # in the same produce request.
-            raw = await producer.send(topics.WEBHOOKS_RAW, body, key=raw_key,
-                                      partition=raw_partition, headers=raw_headers)
-            canon = await producer.send(topics.TRANSACTIONS, canonical, key=card_key,
-                                        partition=card_partition)
+            if raw is None:
+                raw = await producer.send(topics.WEBHOOKS_RAW, body, key=raw_key,
+                                          partition=raw_partition, headers=raw_headers)
+            if canon is None:
+                canon = await producer.send(topics.TRANSACTIONS, canonical, key=card_key,
+                                            partition=card_partition)
             await _both_acked(loop, raw, canon)
         except asyncio.CancelledError:
             if not deadline.expired():
@@ -374,6 +411,7 @@ class Bridge:
             deadline.disarm()
         if failure is not None:
             log.warning("Kafka write failed: %r", failure, extra={"event_id": event_id})
+            self._remember_unsettled(provider_id, raw, canon)
             if isinstance(failure, _FATAL_TO_PRODUCER) and self.producer is producer:
                 # The idempotent producer's sequence is broken (e.g. after a broker restart):
                 # it will refuse every later write, so start a new one.
@@ -385,6 +423,16 @@ class Bridge:
         self._last_write_ok = True
         self.recent.add(provider_id)
         return _json({"status": "accepted", "event_id": event_id})
+
+    def _remember_unsettled(self, provider_id: str, raw: asyncio.Future[Any] | None,
+                            canon: asyncio.Future[Any] | None) -> None:
+        """Keep a failed delivery's records for its retry (see :class:`_Unsettled`)."""
+        if raw is None and canon is None:
+            return
+        unsettled = self._unsettled
+        unsettled[provider_id] = _Unsettled(raw, canon)
+        if len(unsettled) > 100_000:  # a long outage at full rate; the oldest are forgotten
+            unsettled.popitem(last=False)
 
     @staticmethod
     def _partition(cluster: Any, topic: str, key_hash: int) -> int | None:

@@ -265,6 +265,22 @@ async def table_from_changelog(bootstrap: str, changelog: str, prefix: str,
     return out
 
 
+async def changelog_history(bootstrap: str, keys: list[str], since: dict | None = None,
+                            ) -> dict[str, list[tuple[int, int, int, int]]]:
+    """For a failure message: each card key's ``cards`` changelog records in order, as
+    (changelog partition, changelog offset, offset of the last event applied, events applied)."""
+    from detectors.state import CardState
+    from streams.agents import _MARK
+
+    wanted = {k.encode() for k in keys}
+    out: dict[str, list[tuple[int, int, int, int]]] = {k: [] for k in keys}
+    for r in await read_topic(bootstrap, CARDS_CHANGELOG, since, keep=lambda r: r.key in wanted):
+        mark = _MARK.unpack_from(r.value)[2] if r.value else -1
+        n = CardState.decode(card_state(r.value)).n_events if r.value else 0
+        out[r.key.decode()].append((r.partition, r.offset, mark, n))
+    return out
+
+
 def summarize_alerts(alerts: list[dict]) -> tuple[int, int, Counter]:
     """(records, distinct alert ids, records per alert id beyond the first)."""
     per_id = Counter(a["alert_id"] for a in alerts)

@@ -109,6 +109,23 @@ def test_update_before_original_is_applied_once():
     assert _balance(states[2]) == 10000
 
 
+def test_cancellation_before_original_counts_it_as_in_order():
+    """A canceled redemption is an attempt the card's models learn from in either order: the
+    card ends the same (but for how the events arrived) whichever of the two came first."""
+    activate = ev("activate", 10000, 0, eid="square:a")
+    pending = ev("redeem", 3000, 300, eid="square:r", status="pending", balance_after_minor=7000)
+    canceled = ev("redeem", 3000, 300, eid="square:r:canceled", status="canceled",
+                  balance_after_minor=10000)
+    later = ev("redeem", 2500, 400, eid="square:s", status="completed")
+    in_order = run_card(Engine(), [activate, pending, canceled, later])
+    update_first = run_card(Engine(), [activate, canceled, pending, later])
+    a, b = CardState.decode(in_order[-1]), CardState.decode(update_first[-1])
+    differ = {n for n in CardState.__slots__ if getattr(a, n) != getattr(b, n)}
+    assert differ <= {"eids", "eid_idx", "pending", "n_pending"}, differ
+    assert b.n_redeem == 2 and b.balance == 7500 and b.n_pending == 0
+    assert CardState.decode(update_first[2]).balance == 10000  # not the original's stale 7,000
+
+
 def test_square_balance_wins_over_the_computed_one():
     states = run_card(Engine(), [
         ev("activate", 10000, 0),

@@ -25,6 +25,7 @@ from tests.reliability import (
     CARDS_CHANGELOG,
     FAST_FAILOVER,
     alerts_of,
+    changelog_history,
     incidents_alerted,
     produce,
     reference,
@@ -96,7 +97,11 @@ async def test_second_worker_joins_and_leaves(bootstrap: str, tmp_path: Path) ->
     assert scored["a"] > 0
     wrong = {c: state_diff(states.get(c), s) for c, s in ref.card_states.items()
              if states.get(c) != s}
-    assert not wrong, f"{len(wrong)} of {len(ref.card_states)} cards differ: {list(wrong.items())[:2]}"
+    if wrong:
+        history = await changelog_history(bootstrap, list(wrong)[:3], changelog_since)
+        pytest.fail(f"{len(wrong)} of {len(ref.card_states)} cards differ: "
+                    f"{list(wrong.items())[:2]}; changelog (partition, offset, event offset, "
+                    f"events applied): {history}")
     distinct = {a["alert_id"] for a in alerts}
     assert distinct & set(ref.card_alerts) == set(ref.card_alerts)
     expected = incidents_alerted(run, ref.alerts.values())
