@@ -113,6 +113,10 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
     async def _forget_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         progress.forget(assigned)
 
+    @app.on_before_shutdown.connect
+    async def _log_progress(sender: Any, **kwargs: Any) -> None:
+        progress.log_marks("at shutdown")
+
     @app.agent(w.transactions, name="score-cards")
     async def score_cards(stream: faust.StreamT[bytes]) -> None:
         await _score_batches(w, stream, card_table, _one_event, _score_card)

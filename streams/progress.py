@@ -15,10 +15,13 @@ every other topic keeps Faust's own logic. Faust still decides when to commit.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from faust.types import TP
+
+log = logging.getLogger("giftguard.progress")
 
 
 class Progress:
@@ -35,14 +38,29 @@ class Progress:
         """These records are processed: each partition's mark moves past the highest offset."""
         marks = self.marks
         for msg in messages:
-            tp, after = msg.tp, msg.offset + 1
-            if after > marks.get(tp, 0):
-                marks[tp] = after
+            tp, offset = msg.tp, msg.offset
+            mark = marks.get(tp)
+            if mark is None:
+                log.info("%s[%d]: first record processed since assignment at offset %d",
+                         tp.topic, tp.partition, offset)
+            elif offset > mark:
+                log.warning("%s[%d]: records %d..%d never reached the agent", tp.topic,
+                            tp.partition, mark, offset - 1)
+            if mark is None or offset >= mark:
+                marks[tp] = offset + 1
 
     def forget(self, partitions: Iterable[TP]) -> None:
         """Revoked or newly assigned: the next generation starts from the committed offset."""
         for tp in partitions:
-            self.marks.pop(tp, None)
+            mark = self.marks.pop(tp, None)
+            if mark is not None:
+                log.info("%s[%d]: processed up to offset %d at the rebalance", tp.topic,
+                         tp.partition, mark)
+
+    def log_marks(self, when: str) -> None:
+        """Log how far each partition got (at shutdown: where the next owner should start)."""
+        for tp, mark in sorted(self.marks.items()):
+            log.info("%s[%d]: processed up to offset %d %s", tp.topic, tp.partition, mark, when)
 
     def _new_offset(self, tp: TP) -> int | None:
         if tp.topic not in self.topics:

@@ -49,3 +49,18 @@ def test_a_new_generation_starts_from_the_committed_offset() -> None:
     progress.forget({CARDS0})                              # revoked (or assigned anew)
     assert consumer._new_offset(CARDS0) is None
     assert consumer._new_offset(CARDS1) == 8
+
+
+def test_records_skipped_within_a_generation_are_reported(caplog) -> None:
+    """The agents read each partition in order: a jump means records never reached them (and
+    the mark moves past them), which must not pass silently."""
+    progress = Progress(Consumer(), ["giftcard.transactions"])
+    with caplog.at_level("INFO", logger="giftguard.progress"):
+        progress.done([Msg(CARDS0, 10), Msg(CARDS0, 11)])
+        progress.done([Msg(CARDS0, 12), Msg(CARDS0, 20)])
+        progress.done([Msg(CARDS0, 15)])                   # a replay: neither a jump nor a step back
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["giftcard.transactions[0]: records 13..19 never reached the agent"]
+    assert progress.marks[CARDS0] == 21
+    assert any("first record processed since assignment at offset 10" in r.getMessage()
+               for r in caplog.records)
