@@ -178,7 +178,7 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
                           (workdir / f"posted-{tag}.tsv").read_text().splitlines())
             latencies = []
             for line in tap_out.read_text().splitlines():
-                eid, t = line.split("\t")
+                eid, t = line.split("\t")[:2]
                 if eid in posted:
                     latencies.append(1000 * (float(t) - float(posted.pop(eid))))
             step.samples = len(latencies)

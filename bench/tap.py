@@ -1,6 +1,7 @@
-"""Reads ``giftcard.alerts`` from its current end and writes ``event_id<TAB>time`` for every
-alert as it is consumed, until stopped (SIGTERM). A process of its own, so the time taken at
-consumption does not wait for the load generator's event loop.
+"""Reads ``giftcard.alerts`` from its current end and writes ``event_id<TAB>time`` (then the
+worker's ``decided_at`` and the rules, to look into slow ones) for every alert as it is
+consumed, until stopped (SIGTERM). A process of its own, so the time taken at consumption does
+not wait for the load generator's event loop.
 
     python -m bench.tap --bootstrap HOST:PORT --out FILE
 """
@@ -40,7 +41,9 @@ async def tap(bootstrap: str, out: str, ready: str) -> None:
                 now = time.time()
                 for records in batch.values():
                     for r in records:
-                        fh.write(f"{orjson.loads(r.value)['event_id']}\t{now:.6f}\n")
+                        a = orjson.loads(r.value)
+                        fh.write(f"{a['event_id']}\t{now:.6f}\t{a.get('decided_at', '')}\t"
+                                 f"{','.join(a.get('rules', ()))}\n")
     finally:
         await consumer.stop()
 
