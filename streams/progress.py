@@ -16,7 +16,7 @@ every other topic keeps Faust's own logic. Faust still decides when to commit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from faust.types import TP
@@ -33,6 +33,8 @@ class Progress:
         self._consumer = consumer
         self._faust_new_offset = consumer._new_offset
         consumer._new_offset = self._new_offset
+        self._faust_pending = consumer._filter_tps_with_pending_acks
+        consumer._filter_tps_with_pending_acks = self._pending
 
     def done(self, messages: Iterable[Any]) -> None:
         """These records are processed: each partition's mark moves past the highest offset."""
@@ -61,6 +63,17 @@ class Progress:
         """Log how far each partition got (at shutdown: where the next owner should start)."""
         for tp, mark in sorted(self.marks.items()):
             log.info("%s[%d]: processed up to offset %d %s", tp.topic, tp.partition, mark, when)
+
+    def _pending(self, topics: Any = None) -> Iterator[TP]:
+        """The partitions a commit looks at: Faust's (those with acknowledgements), and every
+        partition with a mark. At a revocation Faust forgets a partition's acknowledgements
+        before its last commit; without this, that commit skipped the revoked partitions and
+        the next owner re-read up to a commit interval of records that were done."""
+        tps = set(self._faust_pending(topics))
+        for tp in self.marks:
+            if topics is None or tp in topics or tp.topic in topics:
+                tps.add(tp)
+        return iter(tps)
 
     def _new_offset(self, tp: TP) -> int | None:
         if tp.topic not in self.topics:

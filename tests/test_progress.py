@@ -28,6 +28,9 @@ class Consumer:
     def _new_offset(self, tp: TP) -> int | None:
         return 5 if tp == OTHER else None
 
+    def _filter_tps_with_pending_acks(self, topics=None):
+        return (tp for tp in self._acked if topics is None or tp in topics or tp.topic in topics)
+
 
 def test_marks_follow_the_processed_batches_not_the_acknowledgements() -> None:
     consumer = Consumer()
@@ -64,3 +67,16 @@ def test_records_skipped_within_a_generation_are_reported(caplog) -> None:
     assert progress.marks[CARDS0] == 21
     assert any("first record processed since assignment at offset 10" in r.getMessage()
                for r in caplog.records)
+
+
+def test_the_commit_at_a_revocation_includes_the_marked_partitions() -> None:
+    """Faust drops a revoked partition's acknowledgements before its last commit; the mark must
+    still be committed, or the next owner re-reads what was done."""
+    consumer = Consumer()
+    progress = Progress(consumer, ["giftcard.transactions"])
+    progress.done([Msg(CARDS0, 41), Msg(CARDS1, 7)])
+    consumer._acked.pop(CARDS0)                            # Faust, at the revocation
+    pending = set(consumer._filter_tps_with_pending_acks())
+    assert {CARDS0, CARDS1, OTHER} <= pending
+    assert consumer._new_offset(CARDS0) == 42
+    assert set(consumer._filter_tps_with_pending_acks({"giftcard.alerts"})) == {OTHER}
