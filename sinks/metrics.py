@@ -64,6 +64,7 @@ class WorkerMetrics:
     pos_retries: Counter
     slack_messages: Counter
     deadletters: Counter
+    produce_resends: Counter
     consumer_lag: Gauge
     table_keys: Gauge
 
@@ -106,6 +107,10 @@ def worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
         deadletters=Counter("giftguard_deadletter_total",
                             "Records written to giftcard.deadletter, by reason and source.",
                             ["reason", "source"], registry=registry),
+        produce_resends=Counter("giftguard_produce_resends_total",
+                                "Records (alerts, re-keyed events, table changelogs) sent to "
+                                "Kafka again after a transient error (no leader, a timeout).",
+                                registry=registry),
         consumer_lag=Gauge("giftguard_consumer_lag_messages",
                            "Records not yet processed, per topic partition this worker owns.",
                            ["topic", "partition"], registry=registry),

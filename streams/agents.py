@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaTimeoutError
 from faust.types import EventT
 
 from detectors.alerts import Alert
@@ -257,12 +258,73 @@ async def _send(w: Worker, topic: str, key: bytes | None, value: bytes,
 
 
 @dataclass(slots=True)
+class _Record:
+    """A record handed to the producer: what it holds (to send it again) and its future."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None
+    future: asyncio.Future[Any]
+
+
+async def _produce(w: Worker, topic: str, key: bytes | None, value: bytes,
+                   partition: int | None = None) -> _Record:
+    """:func:`_send`, kept as a :class:`_Record` (a send that raised is a failed future)."""
+    return _Record(topic, key, value, partition,
+                   await _queued(_send(w, topic, key, value, partition)))
+
+
+#: Waits before a record that failed with a transient error (Kafka's retriable errors: no
+#: leader yet, a request timed out, a lost connection) is sent again, once per wait; it fails
+#: for good only after the last. Seen in the rebalance test: a produce request to a partition
+#: of a just-created topic answered "not leader" after the producer's full 30 s timeout. The
+#: item used to be dead-lettered at once and its state not written, so the card's next events
+#: were applied without it.
+RESEND_AFTER = (0.5, 2.0, 5.0)
+
+
+def _error(future: asyncio.Future[Any]) -> BaseException | None:
+    """A settled future's error (a cancellation counts), or None."""
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception()
+
+
+def _transient(exc: BaseException | None) -> bool:
+    """Worth sending again: Kafka calls the error retriable, or the producer gave up waiting."""
+    return exc is not None and (getattr(exc, "retriable", False)
+                                or isinstance(exc, (KafkaTimeoutError, TimeoutError)))
+
+
+async def _settle(w: Worker, records: list[_Record]) -> None:
+    """Await every record; send again, after each of :data:`RESEND_AFTER`, those that failed
+    with a transient error. Each record's ``future`` is then its last attempt."""
+    waiting = records
+    for delay in (*RESEND_AFTER, None):
+        if not waiting:
+            return
+        await asyncio.gather(*(r.future for r in waiting), return_exceptions=True)
+        failed = [r for r in waiting if _transient(_error(r.future))]
+        if not failed or delay is None:
+            return
+        log.warning("%d records to %s not acknowledged (%r); sending them again in %.1f s",
+                    len(failed), sorted({r.topic for r in failed}), _error(failed[0].future),
+                    delay)
+        w.metrics.produce_resends.inc(len(failed))
+        await asyncio.sleep(delay)
+        for r in failed:
+            r.future = await _queued(_send(w, r.topic, r.key, r.value, r.partition))
+        waiting = failed
+
+
+@dataclass(slots=True)
 class _Pending:
-    """What one item of a batch wrote: the delivery futures, and the state key it changed."""
+    """What one item of a batch wrote: its records, and the state key it changed."""
 
     item: Item
     state_key: bytes | None
-    sent: list[Any]
+    sent: list[_Record]
 
 
 _UNSET = object()
@@ -273,8 +335,9 @@ class _Batch:
 
     An item's alerts are handed to the producer as it is scored. :meth:`finish` sends the
     events forwarded to the entity scope (packed, one record per partition), awaits every
-    record; an item whose records Kafka refused is dead-lettered and its key's state is not
-    written; then the states' changelog records are written and awaited, then the local store.
+    record (sending again those that failed with a transient error, :func:`_settle`); an item
+    whose records Kafka still refused is dead-lettered and its key's state is not written; then
+    the states' changelog records are written and awaited, then the local store.
     Faust acknowledges the events only after that: a crash anywhere before leaves them
     unacknowledged, and they are replayed (the replay marks skip what was applied)."""
 
@@ -291,7 +354,7 @@ class _Batch:
             return hit[1]  # type: ignore[index]
         return self.table.get(partition, key)
 
-    def add(self, item: Item, sent: list[Any], state_key: bytes, partition: int,
+    def add(self, item: Item, sent: list[_Record], state_key: bytes, partition: int,
             value: bytes | None) -> _Pending:
         """Record an item's sent records and the state it leaves its key in."""
         pending = _Pending(item, state_key, sent)
@@ -312,19 +375,18 @@ class _Batch:
     async def _send_forwards(self, w: Worker) -> None:
         """Hand the forwarded events to the producer, one record per entity partition."""
         for p, items in self.forwards.items():
-            fut = await _queued(_send(w, topics.ENTITY_EVENTS, None, pack(items), partition=p))
+            record = await _produce(w, topics.ENTITY_EVENTS, None, pack(items), partition=p)
             for pending in self.forwarded_by[p]:
-                pending.sent.append(fut)
+                pending.sent.append(record)  # (one record, shared by the items it carries)
 
     async def finish(self, w: Worker) -> None:
         """Await the batch's records, then write the states (changelog, then store)."""
         await self._send_forwards(w)
-        futures = {id(f): f for pending in self.pending for f in pending.sent}
-        if futures:
-            await asyncio.gather(*futures.values(), return_exceptions=True)
+        records = {id(r): r for pending in self.pending for r in pending.sent}
+        await _settle(w, list(records.values()))
         refused: set[bytes] = set()
         for pending in self.pending:
-            errors = [f.exception() for f in pending.sent if f.exception() is not None]
+            errors = [e for r in pending.sent if (e := _error(r.future)) is not None]
             if errors:
                 if pending.state_key is not None:
                     refused.add(pending.state_key)
@@ -337,14 +399,17 @@ async def _write_states(w: Worker, table: BatchTable, writes: list[Write]) -> No
     """Changelog records first (awaited), then the local store and the persisted offsets."""
     if not writes:
         return
-    futures = [await _queued(table.send(p, key, value)) for p, key, value in writes]
+    topic = table.table.changelog_topic_name
+    records = [await _produce(w, topic, key, value, p) for p, key, value in writes]
+    await _settle(w, records)
     offsets: dict[int, int] = {}
     failed = 0
-    for r in await asyncio.gather(*futures, return_exceptions=True):
-        if isinstance(r, BaseException):
+    for record in records:
+        if _error(record.future) is not None:
             failed += 1
         else:
-            offsets[r.partition] = max(r.offset, offsets.get(r.partition, -1))
+            meta = record.future.result()
+            offsets[meta.partition] = max(meta.offset, offsets.get(meta.partition, -1))
     if failed:
         # Kept locally all the same: this worker's state is right; what the changelog lacks
         # is restored only if the partition moves before the key is written again.
@@ -407,11 +472,11 @@ async def _score_entity(w: Worker, item: Item, batch: _Batch) -> None:
 
 
 async def _publish(w: Worker, ev: Event, alerts: list[Alert], score: float | None,
-                   ) -> list[Awaitable[Any]]:
+                   ) -> list[_Record]:
     """Count the decision, and write its alerts to ``giftcard.alerts`` (the delivery futures)."""
     now = time.time()
     m = w.metrics
-    sent = []
+    sent: list[_Record] = []
     if score is not None:  # the card scope sees every event exactly once
         m.events.labels(ev.type, ev.source or "unknown").inc()
         m.scores.observe(score)
@@ -427,7 +492,7 @@ async def _publish(w: Worker, ev: Event, alerts: list[Alert], score: float | Non
         m.alerts.labels(alert.level).inc()
         for rule in alert.rules:
             m.alert_rules.labels(rule, alert.level).inc()
-        sent.append(await _send(w, topics.ALERTS, alert.card_id.encode(), alert.to_json()))
+        sent.append(await _produce(w, topics.ALERTS, alert.card_id.encode(), alert.to_json()))
     return sent
 
 

@@ -3,7 +3,7 @@
 ``table[key] = value`` costs a trip through Faust's per-message machinery for every write (a
 future message in the changelog producer buffer, a callback writing the persisted offset into
 RocksDB per record) and lets the conductor stall on a full buffer ("producer buffer full").
-The scoring agents instead hand each batch's final values to :meth:`BatchTable.send`, await the
+The scoring agents instead send each batch's final values to the table's changelog, await the
 changelog records with the batch's other writes, and only then :meth:`BatchTable.write` the
 store: one RocksDB write batch per partition and one persisted offset per changelog partition.
 
@@ -14,7 +14,7 @@ and the persisted offset tells it where the local store stands.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from faust.types import TP
@@ -44,11 +44,6 @@ class BatchTable:
         if db is None:
             db = store._db_for_partition(partition)
         return db.get(key)
-
-    async def send(self, partition: int, key: bytes, value: bytes | None) -> Awaitable[Any]:
-        """Hand one changelog record to the producer; returns its delivery future."""
-        return await self.app.producer.send(self.table.changelog_topic_name, key, value,
-                                            partition=partition, timestamp=None, headers=None)
 
     def write(self, writes: Iterable[Write], offsets: dict[int, int]) -> None:
         """Write values to the local store, then each changelog partition's last offset."""

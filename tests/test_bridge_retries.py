@@ -36,12 +36,19 @@ class HandAckedProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, asyncio.Future[Any]]] = []
         self.client = SimpleNamespace(cluster=SimpleNamespace(partitions_for_topic=lambda t: None))
+        self._more = asyncio.Event()
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    partition: int | None = None, headers: Any = None) -> asyncio.Future[Any]:
         future = asyncio.get_running_loop().create_future()
         self.sent.append((topic, future))
+        self._more.set()
         return future
+
+    async def sent_at_least(self, n: int) -> None:
+        while len(self.sent) < n:
+            self._more.clear()
+            await self._more.wait()
 
     async def stop(self) -> None:
         pass
@@ -89,15 +96,13 @@ async def test_retry_writes_only_the_record_that_failed(bridge) -> None:
     client, producer = bridge
     body = orjson.dumps(envelope("REDEEM", activity_id="gcact_half", status="COMPLETED"))
     task = asyncio.create_task(_post(client, body))
-    while len(producer.sent) < 2:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(producer.sent_at_least(2), 5)
     (_, raw), (_, canon) = producer.sent
     raw.set_result(None)
     canon.set_exception(KafkaTimeoutError())
     assert (await task)[0] == 503
     retry = asyncio.create_task(_post(client, body))
-    while len(producer.sent) < 3:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(producer.sent_at_least(3), 5)
     assert producer.topics_sent()[2:] == [topics.TRANSACTIONS]
     producer.sent[2][1].set_result(None)
     assert await retry == (200, "accepted")
