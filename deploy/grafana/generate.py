@@ -242,10 +242,14 @@ def build() -> Dashboard:
             query(f"sum by (outcome) (rate(giftguard_slack_messages_total[{RATE}]))",
                   "{{outcome}}")))
         .with_panel(graph(
-            "Dead letters", "Records written to giftcard.deadletter, by reason and source.",
+            "Dead letters", "Records written to giftcard.deadletter, by reason and source; "
+            "and the worker's records sent to Kafka again after a transient error (no leader, "
+            "a timeout) before anything is dead-lettered.",
             "ops",
             query(f"sum by (reason, source) (rate(giftguard_deadletter_total[{RATE}]))",
-                  "{{source}}: {{reason}}")))
+                  "{{source}}: {{reason}}"),
+            query(f"sum(rate(giftguard_produce_resends_total[{RATE}]))",
+                  "worker: records sent again")))
     )
     return board
 
