@@ -19,8 +19,9 @@ from streams import topics
 from streams.admin import ensure_topics
 from streams.agents import raw_topic
 from streams.app import create_app
+from streams.runtime import use_uvloop
 from streams.settings import load_settings
-from streams.worker import serve, use_uvloop
+from streams.worker import serve
 
 
 def build(web_port: int) -> faust.App:

@@ -473,7 +473,7 @@ async def _score_entity(w: Worker, item: Item, batch: _Batch) -> None:
 
 async def _publish(w: Worker, ev: Event, alerts: list[Alert], score: float | None,
                    ) -> list[_Record]:
-    """Count the decision, and write its alerts to ``giftcard.alerts`` (the delivery futures)."""
+    """Count the decision, and write its alerts to ``giftcard.alerts`` (their records)."""
     now = time.time()
     m = w.metrics
     sent: list[_Record] = []

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
@@ -38,6 +37,7 @@ from streams.admin import ensure_topics
 from streams.deadletter import deadletter_headers
 from streams.logs import configure_logging
 from streams.partitioning import murmur2, partition_of
+from streams.runtime import tune_gc, use_uvloop
 from streams.settings import Settings
 from streams.signatures import SQUARE_SIGNATURE_HEADER, SquareVerifier
 from streams.slack_actions import SlackActions
@@ -100,7 +100,7 @@ class _Unsettled:
     @staticmethod
     def reusable(future: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
         """``future`` unless it failed (then the record must be written again)."""
-        if future is None or (future.done() and (future.cancelled() or future.exception())):
+        if future is None or (future.done() and _failure(future) is not None):
             return None
         return future
 
@@ -464,25 +464,10 @@ class Bridge:
 def run(settings: Settings, host: str, port: int) -> None:
     """``giftguard bridge``: serve until interrupted."""
     configure_logging(os.environ.get("GIFTGUARD_LOG_LEVEL", "INFO").upper())
-    _use_uvloop()
+    use_uvloop()
     bridge = Bridge(settings)
-    # Everything loaded so far lives as long as the process: keep it out of the collector's
-    # way, and collect the young generation less often (a request allocates a few hundred
-    # objects, nearly all freed by reference counting before any collection sees them).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    tune_gc()
     print(f"GiftGuard bridge on http://{host}:{port} (POST /webhooks/square, /healthz, /metrics)",
           flush=True)
     web.run_app(bridge.web_app(), host=host, port=port, print=None,
                 access_log=None, handle_signals=True)
-
-
-def _use_uvloop() -> bool:
-    """Serve on uvloop when it is installed (a dependency); plain asyncio otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from streams.agents import Worker, register
 from streams.app import create_app
 from streams.holds import load_policies
 from streams.logs import configure_logging
+from streams.runtime import tune_gc, use_uvloop
 from streams.settings import Settings
 from streams.views import register_views
 
@@ -82,33 +82,6 @@ def run(settings: Settings, web_port: int = 6066, host: str = "127.0.0.1") -> in
           f"web http://{host}:{web_port} (/metrics, /healthz), hold mode "
           f"{settings.giftguard_hold_mode}", flush=True)
     return serve(app)
-
-
-def use_uvloop() -> bool:
-    """Run on uvloop when it is installed: the benchmark measured about a fifth less CPU per
-    event for Faust itself (bench/RESULTS.md). Plain asyncio otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
-
-
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector's full collections short and rare.
-
-    With Python's defaults a worker under load ran a full (generation 2) collection every few
-    seconds, each 80-100 ms (it walks every object: Faust, aiokafka, River, the caches) and each
-    finding almost nothing. What exists before the worker starts lives as long as the process,
-    so it is frozen out of the collector's sight (full collections now take 3-5 ms); young
-    collections run every 50,000 allocations instead of 700 (nearly every object a batch makes
-    is freed by reference counting first). The bridge does the same. Measured in
-    bench/README.md.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def serve(app: faust.App) -> int:
