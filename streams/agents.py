@@ -112,7 +112,7 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
 
     @app.on_partitions_assigned.connect
     async def _forget_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-        progress.forget(assigned)
+        progress.forget(assigned, revoked=False)
 
     @app.on_before_shutdown.connect
     async def _log_progress(sender: Any, **kwargs: Any) -> None:
@@ -134,6 +134,10 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
             except Exception as exc:
                 await _dead_letter(w, Item(event.message, 0, event.message.key, event.value), exc)
 
+    @app.timer(interval=2.0, name="progress-tails")
+    async def progress_tails() -> None:
+        await progress.check_tails()
+
     @app.timer(interval=5.0, name="state-gauges")
     async def state_gauges() -> None:
         _update_gauges(w)
@@ -147,7 +151,9 @@ async def _score_batches(w: Worker, stream: faust.StreamT[bytes], table: BatchTa
     """Score a stream in batches: each item (an event) alone and in order, dead-lettered if it
     raises; then the batch's writes are finished (:meth:`_Batch.finish`) before Faust
     acknowledges its events."""
-    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+    async for taken in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        # Only each partition's next records (streams/progress.py); the rest come again.
+        events = await w.progress.admit(taken)
         batch = _Batch(table)
         for event in events:
             msg = event.message

@@ -11,17 +11,64 @@ a time, and a batch's events are done (states, alerts and forwarded records ackn
 Kafka, or the event dead-lettered) when the batch's ``finish()`` returns. :class:`Progress`
 keeps that mark per partition and answers Faust's ``_new_offset`` with it for the topics it owns;
 every other topic keeps Faust's own logic. Faust still decides when to commit.
+
+A mark is only right if the agent saw every record before it. That did not always hold: after
+a rebalance a worker was seen starting partitions 5 to 42 records past the offset the last owner
+had committed (the rebalance test, 77 cards; the records had been fetched, but never reached the
+agent), and its marks then committed past records nobody processed. So :meth:`admit` lets a
+record through only if it is the next one of its partition:
+
+- the start of each partition in a generation is the committed offset Faust's seek learns from
+  Kafka after recovery (a batch that comes earlier waits for it);
+- a record below the next offset was processed already and is skipped;
+- a record above it (a hole) is not processed: the partition is read again from the next offset
+  (Faust's "already delivered" filter, which would drop those records, is off for these topics);
+- a hole at the end of a partition, with nothing after it to show it, is found by
+  :meth:`check_tails`: records fetched that stay unprocessed are read again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Iterator
-from typing import Any
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from faust.types import TP
 
 log = logging.getLogger("giftguard.progress")
+
+E = TypeVar("E")
+
+#: ``starts`` value for a partition with no committed offset: it starts at its first record.
+ANYWHERE = -1
+
+
+@dataclass
+class _Repair:
+    """A hole being read again: from which offset, when the last seek was, how many seeks."""
+
+    offset: int
+    sought_at: float
+    seeks: int = 1
+
+
+class _ReadOffsets(defaultdict):
+    """Faust's per-partition offset of the last record delivered, whose check drops any record
+    below it (meant for duplicates after a seek). For ``topics`` it answers None, so the records
+    a repair reads again are delivered; :meth:`Progress.admit` skips the duplicates instead."""
+
+    def __init__(self, topics: frozenset[str], items: Mapping[Any, Any]) -> None:
+        super().__init__(lambda: None, items)
+        self.topics = topics
+
+    def __getitem__(self, tp: Any) -> Any:
+        if tp.topic in self.topics:
+            return None
+        return super().__getitem__(tp)
 
 
 class Progress:
@@ -35,6 +82,146 @@ class Progress:
         consumer._new_offset = self._new_offset
         self._faust_pending = consumer._filter_tps_with_pending_acks
         consumer._filter_tps_with_pending_acks = self._pending
+        self._faust_seek_to_committed = consumer.seek_to_committed
+        consumer.seek_to_committed = self._seek_to_committed
+        consumer._read_offset = _ReadOffsets(self.topics, consumer._read_offset)
+        #: Where each partition starts in this generation: Kafka's committed offset (or ANYWHERE).
+        self.starts: dict[TP, int] = {}
+        self._repairs: dict[TP, _Repair] = {}
+        #: Per partition: its next offset when last looked at by check_tails, and since when.
+        self._still: dict[TP, tuple[int, float]] = {}
+
+    #: How long a batch waits for its partitions' committed offsets before going on unchecked.
+    START_WAIT = 30.0
+    #: A hole is sought again if its next record has not come this long after the last seek...
+    SEEK_AGAIN = 5.0
+    #: ...up to this many seeks; then the records are taken as gone (logged as an error).
+    SEEKS = 3
+
+    async def admit(self, events: Sequence[E]) -> list[E]:
+        """The events of a batch to process: per partition, the run that continues from where
+        it was processed to (or from its committed offset). Events of a partition whose start is
+        unknown because flow stopped (a revocation) are left for the next owner; the rest of a
+        partition after a hole is left out while the hole is read again."""
+        consumer = self._consumer
+        tps = {event.message.tp for event in events}  # type: ignore[attr-defined]
+        if any(tp not in self.starts and tp not in self.marks for tp in tps):
+            await self._wait_for_starts(tps)
+        admitted: list[E] = []
+        expected: dict[TP, int | None] = {}
+        seek: dict[TP, int] = {}
+        for event in events:
+            msg = event.message  # type: ignore[attr-defined]
+            tp, offset = msg.tp, msg.offset
+            if tp in expected:
+                nxt = expected[tp]
+            else:
+                nxt = self.marks.get(tp)
+                if nxt is None:
+                    if tp not in self.starts:
+                        expected[tp] = None  # flow stopped before the start was known
+                        continue
+                    nxt = self.starts[tp]
+            if nxt is None or tp in seek:
+                continue
+            if nxt == ANYWHERE or offset == nxt or (offset > nxt and self._give_up(tp, nxt, offset)):
+                if tp in self._repairs and offset == nxt:
+                    del self._repairs[tp]
+                    log.info("%s[%d]: reading again from offset %d", tp.topic, tp.partition, nxt)
+                expected[tp] = offset + 1
+                admitted.append(event)
+            elif offset > nxt:
+                if self._should_seek(tp, nxt, offset):
+                    seek[tp] = nxt
+                expected[tp] = nxt
+            # (offset < nxt: processed already, here or by the last owner)
+        if seek:
+            try:
+                await consumer.seek_wait(seek)
+            except Exception as exc:  # (a rebalance took the partition: the next owner reads it)
+                log.warning("seek to %s failed: %r", seek, exc)
+        return admitted
+
+    #: A partition whose fetched records have stayed unprocessed this long is read again.
+    STALL = 10.0
+
+    async def check_tails(self) -> None:
+        """Read again the partitions whose next offset has not moved for STALL seconds while
+        the consumer has fetched past it: records lost on the way with none after them (a batch
+        that is merely slow is harmless to read again: :meth:`admit` skips the copies)."""
+        now = time.monotonic()
+        for tp in list(self.starts.keys() | self.marks.keys()):
+            nxt = self.marks.get(tp, self.starts.get(tp))
+            if nxt is None or nxt == ANYWHERE:
+                continue
+            still = self._still.get(tp)
+            if still is None or still[0] != nxt:
+                self._still[tp] = (nxt, now)
+                continue
+            if now - still[1] < self.STALL:
+                continue
+            try:
+                position = await self._consumer.position(tp)
+            except Exception:  # (revoked meanwhile: nothing to read again here)
+                continue
+            if position is None or position <= nxt:
+                continue
+            log.warning("%s[%d]: records %d..%d fetched but not processed for %.0f s; reading "
+                        "again from %d", tp.topic, tp.partition, nxt, position - 1,
+                        now - still[1], nxt)
+            self._repairs[tp] = _Repair(nxt, now)
+            self._still[tp] = (nxt, now)
+            try:
+                await self._consumer.seek_wait({tp: nxt})
+            except Exception as exc:
+                log.warning("seek to %s failed: %r", {tp: nxt}, exc)
+
+    async def _wait_for_starts(self, tps: set[TP]) -> None:
+        deadline = time.monotonic() + self.START_WAIT
+        while any(tp not in self.starts and tp not in self.marks for tp in tps):
+            if not self._consumer.flow_active:
+                return
+            if time.monotonic() > deadline:
+                for tp in tps:
+                    if tp not in self.starts:
+                        log.warning("%s[%d]: committed offset unknown after %.0f s; going on "
+                                    "unchecked", tp.topic, tp.partition, self.START_WAIT)
+                        self.starts[tp] = ANYWHERE
+                return
+            await asyncio.sleep(0.005)
+
+    def _should_seek(self, tp: TP, nxt: int, offset: int) -> bool:
+        """A hole before ``offset``: seek back to ``nxt`` now, unless a seek there is recent."""
+        repair, now = self._repairs.get(tp), time.monotonic()
+        if repair is None or repair.offset != nxt:
+            log.warning("%s[%d]: record %d came where %d was next; reading again from %d",
+                        tp.topic, tp.partition, offset, nxt, nxt)
+            self._repairs[tp] = _Repair(nxt, now)
+            return True
+        if now - repair.sought_at >= self.SEEK_AGAIN:
+            repair.sought_at, repair.seeks = now, repair.seeks + 1
+            return True
+        return False
+
+    def _give_up(self, tp: TP, nxt: int, offset: int) -> bool:
+        """Whether the records ``nxt..offset-1`` are taken as gone (sought SEEKS times)."""
+        repair = self._repairs.get(tp)
+        if (repair is None or repair.offset != nxt or repair.seeks < self.SEEKS
+                or time.monotonic() - repair.sought_at < self.SEEK_AGAIN):
+            return False
+        log.error("%s[%d]: records %d..%d did not come after %d seeks; going on from %d",
+                  tp.topic, tp.partition, nxt, offset - 1, repair.seeks, offset)
+        del self._repairs[tp]
+        return True
+
+    async def _seek_to_committed(self) -> Mapping[TP, Any]:
+        """Faust's seek after recovery; its answer is where each partition starts."""
+        committed = await self._faust_seek_to_committed()
+        for tp, offset in committed.items():
+            if tp.topic in self.topics:
+                self.starts[TP(tp.topic, tp.partition)] = (
+                    offset if offset is not None and offset >= 0 else ANYWHERE)
+        return committed
 
     def done(self, messages: Iterable[Any]) -> None:
         """These records are processed: each partition's mark moves past the highest offset."""
@@ -51,9 +238,14 @@ class Progress:
             if mark is None or offset >= mark:
                 marks[tp] = offset + 1
 
-    def forget(self, partitions: Iterable[TP]) -> None:
-        """Revoked or newly assigned: the next generation starts from the committed offset."""
+    def forget(self, partitions: Iterable[TP], revoked: bool = True) -> None:
+        """Revoked or newly assigned: the next generation starts from the committed offset
+        (learnt again from Faust's seek once revoked; an assignment may come after that seek)."""
         for tp in partitions:
+            if revoked:
+                self.starts.pop(tp, None)
+                self._repairs.pop(tp, None)
+                self._still.pop(tp, None)
             mark = self.marks.pop(tp, None)
             if mark is not None:
                 log.info("%s[%d]: processed up to offset %d at the rebalance", tp.topic,

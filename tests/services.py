@@ -114,11 +114,12 @@ def fakes_env(*, square: Any = None, slack: Any = None) -> dict[str, str]:
     return env
 
 
-def start(name: str, args: list[str], env: dict[str, str], log_dir: Path, port: int) -> Service:
-    """Start ``python -m streams.cli ARGS`` in its own process group."""
+def start(name: str, args: list[str], env: dict[str, str], log_dir: Path, port: int,
+          module: str = "streams.cli") -> Service:
+    """Start ``python -m MODULE ARGS`` (the ``giftguard`` command) in its own process group."""
     log_path = log_dir / f"{name}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *args], env=env, cwd=log_dir,
+        [sys.executable, "-m", module, *args], env=env, cwd=log_dir,
         stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     return Service(name, port, process, log_path, env)
 
@@ -133,11 +134,13 @@ def start_bridge(bootstrap: str, log_dir: Path, notification_url: str | None = N
     return start("bridge", ["bridge", "--port", str(port)], env, log_dir, port)
 
 
-def start_worker(bootstrap: str, log_dir: Path, name: str = "worker", **extra: str) -> Service:
-    """A worker on a free web port with its own data directory (RocksDB store, the default)."""
+def start_worker(bootstrap: str, log_dir: Path, name: str = "worker",
+                 module: str = "streams.cli", **extra: str) -> Service:
+    """A worker on a free web port with its own data directory (RocksDB store, the default);
+    ``module`` runs it through a test wrapper (e.g. ``tests.fakes.lossy_worker``)."""
     port = free_port()
     env = base_env(bootstrap, GIFTGUARD_DATA_DIR=str(log_dir / f"{name}-data"), **extra)
-    return start(name, ["worker", "--web-port", str(port)], env, log_dir, port)
+    return start(name, ["worker", "--web-port", str(port)], env, log_dir, port, module)
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
