@@ -9,7 +9,9 @@
   canonical event (``giftcard.transactions``, keyed by card id);
 - 503 when Kafka cannot take the write, so Square retries;
 - 200 without a second write for an event id already written; a retry of a delivery answered
-  503 writes only what was not acknowledged, and waits for what is still on its way.
+  503 writes only what was not acknowledged, and waits for what is still on its way; a record
+  whose write failed is looked for on its partition first, in case it landed anyway
+  (``streams/readback.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from streams.admin import ensure_topics
 from streams.deadletter import deadletter_headers
 from streams.logs import configure_logging
 from streams.partitioning import murmur2, partition_of
+from streams.readback import ReadBack
 from streams.runtime import tune_gc, use_uvloop
 from streams.settings import Settings
 from streams.signatures import SQUARE_SIGNATURE_HEADER, SquareVerifier
@@ -88,14 +91,16 @@ class RecentIds:
 
 class _Unsettled:
     """The two record futures (raw, canonical) of a delivery answered 503 while one of them was
-    still pending or had failed. The sender's retry reuses them: a pending record is awaited, an
-    acknowledged one is not written again, only a failed one is, so a write acknowledged after
-    its 503 does not land a second time."""
+    still pending or had failed, and when the first of them was sent. The sender's retry reuses
+    them: a pending record is awaited, an acknowledged one is not written again, and a failed
+    one is written again only if it is not on its partition since then (it may have landed
+    although its write failed), so no record lands a second time."""
 
-    __slots__ = ("raw", "canon")
+    __slots__ = ("raw", "canon", "sent_ms")
 
-    def __init__(self, raw: asyncio.Future[Any] | None, canon: asyncio.Future[Any] | None) -> None:
-        self.raw, self.canon = raw, canon
+    def __init__(self, raw: asyncio.Future[Any] | None, canon: asyncio.Future[Any] | None,
+                 sent_ms: int) -> None:
+        self.raw, self.canon, self.sent_ms = raw, canon, sent_ms
 
     @staticmethod
     def reusable(future: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
@@ -131,6 +136,14 @@ def _both_acked(loop: asyncio.AbstractEventLoop, first: asyncio.Future[Any],
     first.add_done_callback(settled)
     second.add_done_callback(settled)
     return waiter
+
+
+def _landed(loop: asyncio.AbstractEventLoop, provider_id: str, topic: str) -> asyncio.Future[Any]:
+    """An acknowledged record future for a record found on its topic (not written again)."""
+    log.info("the failed write of %s to %s had landed; not written again", provider_id, topic)
+    future: asyncio.Future[Any] = loop.create_future()
+    future.set_result(None)
+    return future
 
 
 def _failure(future: asyncio.Future[Any]) -> BaseException | None:
@@ -188,7 +201,8 @@ class Bridge:
     """The bridge's request handlers around one idempotent Kafka producer."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None,
-                 producer_factory: Callable[[], AIOKafkaProducer] | None = None) -> None:
+                 producer_factory: Callable[[], AIOKafkaProducer] | None = None,
+                 readback: ReadBack | None = None) -> None:
         settings.require("square_webhook_signature_key", "square_webhook_url",
                          why="the bridge needs them to verify Square's signatures")
         self.settings = settings
@@ -212,6 +226,7 @@ class Bridge:
         self.recent = RecentIds()
         #: Deliveries answered 503 with a record pending or failed, oldest first (bounded).
         self._unsettled: OrderedDict[str, _Unsettled] = OrderedDict()
+        self._readback = readback or ReadBack(settings.bootstrap_servers, KAFKA_WRITE_TIMEOUT)
         #: murmur2 of card ids (cards come back; event ids do not), bounded.
         self._card_hashes: dict[bytes, int] = {}
         #: False from a failed Kafka write until the next one succeeds (drives /healthz).
@@ -259,6 +274,7 @@ class Bridge:
             self._connector.cancel()
         if self.producer is not None:
             await self.producer.stop()
+        await self._readback.stop()
 
     def web_app(self) -> web.Application:
         """The aiohttp application with every route."""
@@ -381,8 +397,27 @@ class Bridge:
         loop = asyncio.get_running_loop()
         raw = canon = None
         earlier = self._unsettled.pop(provider_id, None) if self._unsettled else None
-        if earlier is not None:  # an earlier delivery's records: written, or still on their way
+        if earlier is None:
+            # (the record's own timestamp is taken after this, by the same clock; a margin for
+            # the clock stepping back)
+            sent_ms = int(time.time() * 1000) - 1000
+        else:  # an earlier delivery's records: written, on their way, or failed
+            sent_ms = earlier.sent_ms
             raw, canon = _Unsettled.reusable(earlier.raw), _Unsettled.reusable(earlier.canon)
+            try:
+                if raw is None and earlier.raw is not None and await self._readback.landed(
+                        topics.WEBHOOKS_RAW, raw_partition, sent_ms, raw_key):
+                    raw = _landed(loop, provider_id, topics.WEBHOOKS_RAW)
+                if canon is None and earlier.canon is not None and await self._readback.landed(
+                        topics.TRANSACTIONS, card_partition, sent_ms, event_id.encode()):
+                    canon = _landed(loop, provider_id, topics.TRANSACTIONS)
+            except Exception as exc:
+                log.warning("could not read back an earlier failed write: %r", exc,
+                            extra={"event_id": event_id})
+                self._remember_unsettled(provider_id, earlier.raw, earlier.canon, sent_ms)
+                self._last_write_ok = False
+                return _error(503, "Kafka did not say whether an earlier write landed; "
+                                   "retry later")
         failure: Exception | None = None
         # At most KAFKA_WRITE_TIMEOUT for queueing both records and their acknowledgements.
         deadline = _Deadline(loop, KAFKA_WRITE_TIMEOUT)
@@ -411,7 +446,7 @@ class Bridge:
             deadline.disarm()
         if failure is not None:
             log.warning("Kafka write failed: %r", failure, extra={"event_id": event_id})
-            self._remember_unsettled(provider_id, raw, canon)
+            self._remember_unsettled(provider_id, raw, canon, sent_ms)
             if isinstance(failure, _FATAL_TO_PRODUCER) and self.producer is producer:
                 # The idempotent producer's sequence is broken (e.g. after a broker restart):
                 # it will refuse every later write, so start a new one.
@@ -425,12 +460,12 @@ class Bridge:
         return _json({"status": "accepted", "event_id": event_id})
 
     def _remember_unsettled(self, provider_id: str, raw: asyncio.Future[Any] | None,
-                            canon: asyncio.Future[Any] | None) -> None:
+                            canon: asyncio.Future[Any] | None, sent_ms: int) -> None:
         """Keep a failed delivery's records for its retry (see :class:`_Unsettled`)."""
         if raw is None and canon is None:
             return
         unsettled = self._unsettled
-        unsettled[provider_id] = _Unsettled(raw, canon)
+        unsettled[provider_id] = _Unsettled(raw, canon, sent_ms)
         if len(unsettled) > 100_000:  # a long outage at full rate; the oldest are forgotten
             unsettled.popitem(last=False)
 

@@ -90,6 +90,8 @@ class Progress:
         self._repairs: dict[TP, _Repair] = {}
         #: Per partition: its next offset when last looked at by check_tails, and since when.
         self._still: dict[TP, tuple[int, float]] = {}
+        #: Partitions with records admitted and not yet done, since when (a batch in progress).
+        self._busy: dict[TP, float] = {}
 
     #: How long a batch waits for its partitions' committed offsets before going on unchecked.
     START_WAIT = 30.0
@@ -135,6 +137,9 @@ class Progress:
                     seek[tp] = nxt
                 expected[tp] = nxt
             # (offset < nxt: processed already, here or by the last owner)
+        now = time.monotonic()
+        for event in admitted:
+            self._busy.setdefault(event.message.tp, now)  # type: ignore[attr-defined]
         if seek:
             try:
                 await consumer.seek_wait(seek)
@@ -142,8 +147,10 @@ class Progress:
                 log.warning("seek to %s failed: %r", seek, exc)
         return admitted
 
-    #: A partition whose fetched records have stayed unprocessed this long is read again.
+    #: A partition whose fetched records have stayed unprocessed this long is read again...
     STALL = 10.0
+    #: ...unless a batch of it is in progress (waiting for Kafka), for up to this long.
+    BUSY_AT_MOST = 120.0
 
     async def check_tails(self) -> None:
         """Read again the partitions whose next offset has not moved for STALL seconds while
@@ -158,7 +165,9 @@ class Progress:
             if still is None or still[0] != nxt:
                 self._still[tp] = (nxt, now)
                 continue
-            if now - still[1] < self.STALL:
+            busy_since = self._busy.get(tp)
+            if now - still[1] < self.STALL or (busy_since is not None
+                                               and now - busy_since < self.BUSY_AT_MOST):
                 continue
             try:
                 position = await self._consumer.position(tp)
@@ -182,8 +191,9 @@ class Progress:
             if not self._consumer.flow_active:
                 return
             if time.monotonic() > deadline:
+                assigned = self._consumer.assignment()
                 for tp in tps:
-                    if tp not in self.starts:
+                    if tp not in self.starts and tp in assigned:  # (others: left out)
                         log.warning("%s[%d]: committed offset unknown after %.0f s; going on "
                                     "unchecked", tp.topic, tp.partition, self.START_WAIT)
                         self.starts[tp] = ANYWHERE
@@ -225,9 +235,10 @@ class Progress:
 
     def done(self, messages: Iterable[Any]) -> None:
         """These records are processed: each partition's mark moves past the highest offset."""
-        marks = self.marks
+        marks, busy = self.marks, self._busy
         for msg in messages:
             tp, offset = msg.tp, msg.offset
+            busy.pop(tp, None)
             mark = marks.get(tp)
             if mark is None:
                 log.info("%s[%d]: first record processed since assignment at offset %d",
@@ -246,6 +257,7 @@ class Progress:
                 self.starts.pop(tp, None)
                 self._repairs.pop(tp, None)
                 self._still.pop(tp, None)
+                self._busy.pop(tp, None)
             mark = self.marks.pop(tp, None)
             if mark is not None:
                 log.info("%s[%d]: processed up to offset %d at the rebalance", tp.topic,

@@ -50,6 +50,9 @@ class Consumer:
     async def position(self, tp: TP) -> int | None:
         return self.positions.get(tp)
 
+    def assignment(self) -> set[TP]:
+        return {CARDS0, CARDS1}
+
     def _new_offset(self, tp: TP) -> int | None:
         return 5 if tp == OTHER else None
 
@@ -230,3 +233,35 @@ async def test_a_hole_at_the_end_of_a_partition_is_read_again(monkeypatch) -> No
     assert consumer.seeks == [{CARDS0: 12}]                # CARDS1: nothing fetched past 4
     admitted = await progress.admit(events(CARDS0, 12, 13, 14))
     assert offsets(admitted) == [(0, 12), (0, 13), (0, 14)] and progress._repairs == {}
+
+
+async def test_a_start_that_never_comes_is_not_waited_for_forever(monkeypatch, caplog) -> None:
+    """(Faust's seek failed.) After START_WAIT the batch goes on unchecked for the partitions
+    still assigned; records of a partition no longer assigned are left out."""
+    consumer = Consumer()
+    progress = Progress(consumer, ["giftcard.transactions"])
+    monkeypatch.setattr(progress, "START_WAIT", 0.05)
+    gone = TP("giftcard.transactions", 3)
+    with caplog.at_level("WARNING", logger="giftguard.progress"):
+        admitted = await progress.admit(events(CARDS0, 7, 8) + events(gone, 1))
+    assert offsets(admitted) == [(0, 7), (0, 8)]
+    assert "giftcard.transactions[0]: committed offset unknown" in caplog.text
+
+
+async def test_a_batch_in_progress_is_not_taken_for_a_hole(monkeypatch) -> None:
+    """A batch waiting for Kafka (a produce retried for 30 s) holds its partition's next offset
+    still while the consumer fetches on: not a hole, nothing to read again."""
+    consumer = Consumer()
+    consumer.committed = {CARDS0: 10}
+    progress = Progress(consumer, ["giftcard.transactions"])
+    monkeypatch.setattr(progress, "STALL", 0.0)
+    await consumer.seek_to_committed()
+    admitted = await progress.admit(events(CARDS0, 10, 11))   # the batch starts...
+    consumer.positions = {CARDS0: 40}
+    await progress.check_tails()
+    await progress.check_tails()
+    assert consumer.seeks == []                                # ...and is still going
+    progress.done(e.message for e in admitted)
+    await progress.check_tails()
+    await progress.check_tails()
+    assert consumer.seeks == [{CARDS0: 12}]                    # done, and 12..39 never came

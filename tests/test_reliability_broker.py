@@ -120,14 +120,9 @@ async def test_broker_restart_mid_stream(tmp_path: Path) -> None:
           f"{len(ref.card_states)} card states identical; {len(distinct)} distinct alerts "
           f"({len(ref.card_alerts)} card-scope as the reference); posted by {posted_at:.0f} s, "
           f"consumed by {consumed_at:.0f} s; event ids written more than once: {len(twice)}")
-    if twice:
-        # Known (bridge): a retry reuses the records of a delivery answered 503 (a pending one
-        # is awaited, an acknowledged one not written again), but a record whose write failed
-        # ambiguously (appended by the broker, which died before answering; the producer's
-        # request timed out) is written again. The worker ignores the second copy (same event
-        # id on the card); the topic still holds two.
-        pytest.xfail(f"{len(twice)} event ids written twice across the broker restart: "
-                     f"{twice[:3]}")
+    # Exactly once, also for a record whose write failed ambiguously (appended by the broker,
+    # which died before answering): the bridge reads it back before writing it again.
+    assert not twice, f"{len(twice)} event ids written twice: {twice[:3]}"
 
 
 def _alive(service) -> None:

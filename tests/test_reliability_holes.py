@@ -14,6 +14,8 @@ worker logged reading each hole again, and that the group committed every partit
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -67,7 +69,11 @@ async def test_records_lost_before_the_agent_are_read_again(bootstrap: str, tmp_
     log = worker.log_path.read_text()
     assert "lossy_worker: dropping" in log, "the fault was not injected"
     for (topic, partition), first in holes.items():
-        assert f"{topic}[{partition}]: reading again from offset {first}" in log
+        # (read again from the hole, or from before it when a slow start made the worker
+        # read more again: on a fresh broker a new topic's first writes can wait 30 s)
+        again = [int(o) for o in re.findall(
+            rf"{re.escape(topic)}\[{partition}\]: reading again from offset (\d+)", log)]
+        assert any(o <= first for o in again), (topic, partition, first, again)
     assert "did not come after" not in log and "never reached the agent" not in log
     wrong = {c: state_diff(states.get(c), s) for c, s in ref.card_states.items()
              if states.get(c) != s}
