@@ -27,6 +27,7 @@ def _ranges(spec: str) -> dict[tuple[str, int], tuple[int, int]]:
 
 LOSE = _ranges(os.environ.get("GG_LOSE", ""))
 _lost: set[tuple[str, int, int]] = set()
+_reported: set[tuple[str, int]] = set()
 _compile = Conductor._compile_message_handler
 
 
@@ -38,8 +39,10 @@ def _lossy_handler(self: Conductor) -> Any:
         key = (message.topic, message.partition, message.offset)
         if span and span[0] <= message.offset <= span[1] and key not in _lost:
             _lost.add(key)
-            if len(_lost) == 1:
-                print(f"lossy_worker: dropping {sorted(LOSE.items())} once", flush=True)
+            if key[:2] not in _reported:
+                _reported.add(key[:2])
+                print(f"lossy_worker: dropped {message.topic}[{message.partition}] from offset "
+                      f"{message.offset}", flush=True)
             return
         await deliver(message)
 
