@@ -656,8 +656,26 @@ def _short(card_id: str) -> str:
 
 def declare_registry(app: Any, partitions: int) -> Any:
     """The ``holds`` table: bytes keys (card id) and bytes values (JSON)."""
-    return app.Table("holds", default=None, partitions=partitions, key_type=bytes,
-                     value_type=bytes)
+    table = app.Table("holds", default=None, partitions=partitions, key_type=bytes,
+                      value_type=bytes)
+    _check_partitions_once_known(app, table)
+    return table
+
+
+def _check_partitions_once_known(app: Any, table: Any) -> None:
+    """Faust checks, on a table's first write, that its changelog has as many partitions as the
+    source topic, from the consumer's snapshot of the group's metadata. On a fresh cluster that
+    snapshot can hold the changelog Faust has just created with 0 partitions (no leader yet)
+    until the next rebalance; the check then raised ``PartitionsMismatch`` on every write, and
+    every alert's action was dead-lettered (720 of 720 in a benchmark run). Here the check waits
+    until the changelog's partitions are known, as Faust already does when it is unknown."""
+    verify = table._verify_source_topic_partitions
+
+    def verify_when_known(source_topic: str) -> None:
+        if app.consumer.topic_partitions(table.changelog_topic_name):
+            verify(source_topic)
+
+    table._verify_source_topic_partitions = verify_when_known
 
 
 def register_hold_agents(app: Any, executor: HoldExecutor, feedback: Any, commands: Any,

@@ -170,3 +170,26 @@ def test_registry_entry_round_trip_and_view() -> None:
     back = CardHolds.decode("gftc:1", entry.encode())
     assert back.view()["held"] and back.view()["amount_minor"] == 5
     assert CardHolds.decode("gftc:2", None).view()["held"] is False
+
+
+def test_the_registry_waits_for_its_changelog_partitions_before_checking(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """A fresh cluster: the group's metadata can show the just-created changelog with 0
+    partitions. That is not a mismatch (it dead-lettered every alert's action); a real one
+    still is, once the partitions are known."""
+    from faust.exceptions import PartitionsMismatch
+
+    from streams.app import create_app
+    from streams.holds import declare_registry
+    from streams.settings import Settings
+
+    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9", giftguard_data_dir=tmp_path))
+    table = declare_registry(app, 8)
+    counts = {"giftcard.alerts": 8, table.changelog_topic_name: 0}
+    monkeypatch.setattr(app.consumer, "topic_partitions", counts.get)
+    table._verify_source_topic_partitions("giftcard.alerts")      # 0: not known yet, no error
+    counts[table.changelog_topic_name] = 4
+    with pytest.raises(PartitionsMismatch):
+        table._verify_source_topic_partitions("giftcard.alerts")  # known, and wrong
+    counts[table.changelog_topic_name] = 8
+    table._verify_source_topic_partitions("giftcard.alerts")
