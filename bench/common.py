@@ -223,7 +223,9 @@ def env_for(bootstrap: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GIFTGUARD_", "SQUARE_", "SLACK_", "KAFKA_"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=bootstrap, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT),
-               GIFTGUARD_PARTITIONS=str(PARTITIONS), GIFTGUARD_LOG_LEVEL="WARNING")
+               GIFTGUARD_PARTITIONS=str(PARTITIONS),
+               # (BENCH_LOG_LEVEL=INFO shows the workers' rebalances and recovery)
+               GIFTGUARD_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
     env.update(extra)
     return env
 

@@ -139,6 +139,8 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
                                  GIFTGUARD_LOCATIONS=str(locations))
                 w.wait_healthy()
                 workers.append(w)
+            for w in workers:  # (each has its partitions and tables: the rebalance is over)
+                w.wait_healthy()
             time.sleep(3)  # let a rebalance settle before the clock starts
             step = Step(rate, n_workers)
             count = int(rate * seconds)

@@ -17,5 +17,8 @@ def register_views(app: faust.App, registry: CollectorRegistry) -> None:
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:
-        ready = app.consumer is not None and bool(app.rebalancing is False)
+        # Ready once it has its partitions and its tables are recovered (Faust's recovery has
+        # completed at least once), and not while a rebalance is moving them.
+        ready = (app.consumer is not None and app.tables.recovery.completed.is_set()
+                 and app.rebalancing is False)
         return self.json({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
