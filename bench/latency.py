@@ -135,10 +135,8 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
             time.sleep(0.1)
         for rate, n_workers in steps:
             while len(workers) < n_workers:
-                w = start_worker(bootstrap, workdir, name=f"worker{len(workers) + 1}",
-                                 GIFTGUARD_LOCATIONS=str(locations))
-                w.wait_healthy()
-                workers.append(w)
+                workers.append(start_worker(bootstrap, workdir, name=f"worker{len(workers) + 1}",
+                                            GIFTGUARD_LOCATIONS=str(locations)))
             for w in workers:  # (each has its partitions and tables: the rebalance is over)
                 w.wait_healthy()
             time.sleep(3)  # let a rebalance settle before the clock starts

@@ -105,7 +105,6 @@ class Progress:
         it was processed to (or from its committed offset). Events of a partition whose start is
         unknown because flow stopped (a revocation) are left for the next owner; the rest of a
         partition after a hole is left out while the hole is read again."""
-        consumer = self._consumer
         tps = {event.message.tp for event in events}  # type: ignore[attr-defined]
         if any(tp not in self.starts and tp not in self.marks for tp in tps):
             await self._wait_for_starts(tps)
@@ -141,10 +140,7 @@ class Progress:
         for event in admitted:
             self._busy.setdefault(event.message.tp, now)  # type: ignore[attr-defined]
         if seek:
-            try:
-                await consumer.seek_wait(seek)
-            except Exception as exc:  # (a rebalance took the partition: the next owner reads it)
-                log.warning("seek to %s failed: %r", seek, exc)
+            await self._seek(seek)
         return admitted
 
     #: A partition whose fetched records have stayed unprocessed this long is read again...
@@ -180,10 +176,14 @@ class Progress:
                         now - still[1], nxt)
             self._repairs[tp] = _Repair(nxt, now)
             self._still[tp] = (nxt, now)
-            try:
-                await self._consumer.seek_wait({tp: nxt})
-            except Exception as exc:
-                log.warning("seek to %s failed: %r", {tp: nxt}, exc)
+            await self._seek({tp: nxt})
+
+    async def _seek(self, offsets: dict[TP, int]) -> None:
+        """Read these partitions again from these offsets (the repair retries if it fails)."""
+        try:
+            await self._consumer.seek_wait(offsets)
+        except Exception as exc:  # (a rebalance took the partition: the next owner reads it)
+            log.warning("seek to %s failed: %r", offsets, exc)
 
     async def _wait_for_starts(self, tps: set[TP]) -> None:
         deadline = time.monotonic() + self.START_WAIT
