@@ -2,8 +2,8 @@
 
 One broker, one simulated data set (``giftguard simulate``), every measurement against a
 baseline taken in the same run; prints a table and writes ``bench/results.json`` and
-``bench/RESULTS.md``. Measurements (``--only`` names): ``ceiling``, ``floor``, ``worker``,
-``two_workers``, ``latency``, ``bridge``, ``memory``, ``detector``.
+``bench/RESULTS.md``. Measurements (``--only`` names): ``ceiling``, ``floor``,
+``floor_batched``, ``worker``, ``two_workers``, ``latency``, ``bridge``, ``memory``, ``detector``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from bench.data import dataset, location_ids
 from streams import topics
 
 HERE = Path(__file__).resolve().parent
-ALL = ("ceiling", "floor", "worker", "two_workers", "latency", "bridge", "memory", "detector")
+ALL = ("ceiling", "floor", "floor_batched", "worker", "two_workers", "latency", "bridge", "memory",
+       "detector")
 
 FULL = dict(events=500_000, latency_seconds=20, bridge_requests=40_000, bridge_warmup=20_000,
             memory_cards=(100_000, 1_000_000), live_cards=100_000)
@@ -97,6 +98,15 @@ def run(args: argparse.Namespace) -> dict:
                 res["faust_floor_cpu_us_per_event"] = 1e6 * r.cpu_seconds / max(1, r.records)
                 log(f"Faust floor: {r.eps:,.0f} ev/s")
             _guarded(res, "floor", _floor)
+        if "floor_batched" in only:
+            def _floor_batched() -> None:
+                fresh_topic()
+                r = throughput.floor(bs, workdir / "floor_batched", n, batched=True)
+                res["faust_floor_batched_eps"] = r.eps
+                res["faust_floor_batched_cpu_us_per_event"] = (1e6 * r.cpu_seconds
+                                                               / max(1, r.records))
+                log(f"Faust floor, the worker's delivery: {r.eps:,.0f} ev/s")
+            _guarded(res, "floor_batched", _floor_batched)
         if "worker" in only:
             def _worker() -> None:
                 fresh_topic()
@@ -214,6 +224,12 @@ def table(res: dict) -> list[str]:
         rows.append(("Faust floor: agent that only deserialises", f(g("faust_floor_eps"), " ev/s"),
                      f"ceiling {f(g('ceiling_eps'))}",
                      f"{_ratio(g('faust_floor_eps'), g('ceiling_eps') or 0):.3f}", "—", "—"))
+    if g("faust_floor_batched_eps"):
+        rows.append(("Faust floor, the worker's fetch-at-a-time delivery (no agent)",
+                     f(g("faust_floor_batched_eps"), " ev/s"),
+                     f"floor {f(g('faust_floor_eps'))}",
+                     f"{_ratio(g('faust_floor_batched_eps'), g('faust_floor_eps') or 0):.2f}",
+                     "—", "—"))
     if g("worker_eps"):
         r = _ratio(g("worker_eps"), g("faust_floor_eps") or 0)
         rows.append(("GiftGuard worker, 1 process (all hops)", f(g("worker_eps"), " ev/s"),

@@ -27,11 +27,13 @@ from bench.common import (
 from streams import topics
 
 
-def floor(bootstrap: str, workdir: Path, expected: int, timeout: float = 600) -> Rate:
-    """Events/s of a Faust agent that only deserialises each event."""
+def floor(bootstrap: str, workdir: Path, expected: int, timeout: float = 600,
+          batched: bool = False) -> Rate:
+    """Events/s of a Faust agent that only deserialises each event (``batched``: of the
+    worker's fetch-at-a-time delivery doing only that)."""
     port = free_port()
-    proc = start("floor", ["-m", "bench.floor", "--web-port", str(port)], env_for(bootstrap),
-                 workdir, port)
+    args = ["-m", "bench.floor", "--web-port", str(port)] + (["--batched"] if batched else [])
+    proc = start("floor", args, env_for(bootstrap), workdir, port)
     try:
         proc.wait_healthy()
         return measure(lambda: metric_sum(scrape(proc), "bench_events_total"), expected,

@@ -40,6 +40,7 @@ from streams import topics
 from streams.audit import audit_record
 from streams.holds import HoldExecutor, HoldPolicy, alert_context
 from streams.settings import HoldMode
+from streams.state import BatchTable
 
 log = logging.getLogger("giftguard.actions")
 
@@ -380,10 +381,14 @@ def wire_actions(app: Any, w: Any, settings: Any, hold_policy: HoldPolicy,
     w.classify = actions.classify
     model_version = w.engine.model_version
 
-    def held_alert(ev: Any) -> Alert | None:
+    registry = BatchTable(app, executor.table)
+
+    def held_alert(ev: Any, partition: int) -> Alert | None:
         if ev.type not in DEBIT_TYPES:
             return None
-        raw = executor.table.get(ev.card_id.encode())
+        # The registry is keyed and partitioned by card as the transactions are: the card's
+        # entry is in the partition its event came from (as Faust looks it up in an agent).
+        raw = registry.get(partition, ev.card_id.encode())
         if not raw:
             return None
         from streams.holds import CardHolds

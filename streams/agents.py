@@ -7,8 +7,9 @@ events that matter to a location or payment instrument are re-keyed onto an inte
 ``giftcard.alerts`` → ``act_on_alerts`` → sinks. Both tables are written a batch at a time
 (:mod:`streams.state`): changelog records first, then the local store.
 
-Every agent catches what its handler raises and dead-letters the record with the reason, topic,
-partition and offset (Faust would otherwise skip the event silently), then goes on.
+The scoring loops take their records a fetch at a time (:mod:`streams.delivery`), not as
+Faust events. Every handler's exception dead-letters the record with the reason, topic,
+partition and offset (Faust would otherwise skip the event silently), then it goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaTimeoutError
-from faust.types import EventT
 
 from detectors.alerts import Alert
 from detectors.engine import Engine
@@ -31,6 +31,7 @@ from detectors.events import Event, InvalidEvent, format_time, parse_time
 from sinks.metrics import WorkerMetrics
 from streams import topics
 from streams.deadletter import deadletter_headers
+from streams.delivery import Delivery, Inbox, Record
 from streams.forwarding import pack, unpack
 from streams.partitioning import partition_for
 from streams.progress import Progress
@@ -60,7 +61,8 @@ class Worker:
     #: Sets ``alert.action`` from the hold policy before the alert is published (actions.py).
     classify: Callable[[Alert], None] | None = None
     #: An extra alert for an event on a held card (value taken off it), from the hold registry.
-    held_alert: Callable[[Event], Alert | None] | None = None
+    #: (The event and the partition of its record: the card's partition.)
+    held_alert: Callable[[Event, int], Alert | None] | None = None
     #: Partitions of every topic (the entity topic's, to place forwarded events).
     partitions: int = 1
 
@@ -118,13 +120,20 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
     async def _log_progress(sender: Any, **kwargs: Any) -> None:
         progress.log_marks("at shutdown")
 
-    @app.agent(w.transactions, name="score-cards")
-    async def score_cards(stream: faust.StreamT[bytes]) -> None:
-        await _score_batches(w, stream, card_table, _one_event, _score_card)
+    # The scoring topics' records come a fetch at a time (streams/delivery.py), not through
+    # Faust's per-event agent machinery; Faust still owns the group, offsets and tables.
+    app.topics.add(w.transactions)  # (subscribed as an agent's topic would be)
+    app.topics.add(w.entity_events)
+    cards_in, entities_in = Inbox(INBOX_LIMIT), Inbox(INBOX_LIMIT)
+    Delivery(app, {topics.TRANSACTIONS: cards_in, topics.ENTITY_EVENTS: entities_in})
 
-    @app.agent(w.entity_events, name="score-entities")
-    async def score_entities(stream: faust.StreamT[bytes]) -> None:
-        await _score_batches(w, stream, entity_table, _packed_events, _score_entity)
+    @app.task
+    async def score_cards() -> None:
+        await _score_batches(w, cards_in, card_table, _one_event, _score_card)
+
+    @app.task
+    async def score_entities() -> None:
+        await _score_batches(w, entities_in, entity_table, _packed_events, _score_entity)
 
     @app.agent(w.alerts, name="act-on-alerts")
     async def act_on_alerts(stream: faust.StreamT[bytes]) -> None:
@@ -145,39 +154,54 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
     return w
 
 
-async def _score_batches(w: Worker, stream: faust.StreamT[bytes], table: BatchTable,
-                         expand: Callable[[EventT], list[tuple[bytes, bytes]]],
+async def _score_batches(w: Worker, inbox: Inbox, table: BatchTable,
+                         expand: Callable[[Record], list[tuple[bytes | None, bytes]]],
                          score: Callable[[Worker, Item, _Batch], Awaitable[None]]) -> None:
-    """Score a stream in batches: each item (an event) alone and in order, dead-lettered if it
-    raises; then the batch's writes are finished (:meth:`_Batch.finish`) before Faust
-    acknowledges its events."""
-    async for taken in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-        # Only each partition's next records (streams/progress.py); the rest come again.
-        events = await w.progress.admit(taken)
-        batch = _Batch(table)
-        for event in events:
-            msg = event.message
+    """Score an inbox's records in batches, for as long as the worker runs."""
+    while True:
+        records = await inbox.take(BATCH_MAX)
+        try:
+            await _score_batch(w, records, table, expand, score)
+        except Exception:
+            # Not marked done: the partitions' next records show the hole, and it is read
+            # again (Progress.admit). Kafka or the store failing; give them a moment.
+            log.exception("a batch of %d records failed; it will be read again", len(records))
+            w.progress.abandon(records)
+            await asyncio.sleep(1.0)
+        finally:
+            inbox.done()
+
+
+async def _score_batch(w: Worker, records: list[Record], table: BatchTable,
+                       expand: Callable[[Record], list[tuple[bytes | None, bytes]]],
+                       score: Callable[[Worker, Item, _Batch], Awaitable[None]]) -> None:
+    """Each record's items scored alone and in order, dead-lettered if one raises; then the
+    batch's writes are finished (:meth:`_Batch.finish`) before the records are marked done."""
+    # Only each partition's next records (streams/progress.py); the rest come again.
+    records = await w.progress.admit(records)
+    batch = _Batch(table)
+    for record in records:
+        try:
+            pairs = expand(record)
+        except Exception as exc:
+            await _dead_letter(w, Item(record, 0, record.key, record.value), exc)
+            continue
+        for index, (key, value) in enumerate(pairs):
+            item = Item(record, index, key, value)
             try:
-                pairs = expand(event)
+                await score(w, item, batch)
             except Exception as exc:
-                await _dead_letter(w, Item(msg, 0, msg.key, event.value), exc)
-                continue
-            for index, (key, value) in enumerate(pairs):
-                item = Item(msg, index, key, value)
-                try:
-                    await score(w, item, batch)
-                except Exception as exc:
-                    await _dead_letter(w, item, exc)
-        await batch.finish(w)
-        w.progress.done(event.message for event in events)
+                await _dead_letter(w, item, exc)
+    await batch.finish(w)
+    w.progress.done(records)
 
 
-def _one_event(event: EventT) -> list[tuple[bytes, bytes]]:
-    return [(event.message.key, event.value)]
+def _one_event(record: Record) -> list[tuple[bytes | None, bytes]]:
+    return [(record.key, record.value)]
 
 
-def _packed_events(event: EventT) -> list[tuple[bytes, bytes]]:
-    return unpack(event.value)
+def _packed_events(record: Record) -> list[tuple[bytes | None, bytes]]:
+    return unpack(record.value)
 
 
 def table_size(table: Any) -> int:
@@ -232,12 +256,13 @@ def entity_state(value: bytes | None) -> bytes | None:
     return value
 
 
-#: The scoring agents take events in batches (Faust's ``take_events``): each event is still
-#: decided on its own, in order, but the Kafka writes of a whole batch are awaited together and
-#: its table writes follow, instead of one produce round trip per event. A batch is what is
-#: there, at most ``BATCH_MAX`` events, waiting at most ``BATCH_WITHIN`` seconds for more.
-BATCH_MAX = 500
-BATCH_WITHIN = 0.005
+#: The scoring loops take records in batches: each event is still decided on its own, in
+#: order, but the Kafka writes of a whole batch are awaited together and its table writes
+#: follow, instead of one produce round trip per event. A batch is what has been fetched and is
+#: waiting, at most ``BATCH_MAX`` records (while one batch is scored, the next gathers).
+BATCH_MAX = 1000
+#: Records fetched and waiting per scoring topic before the fetch loop waits.
+INBOX_LIMIT = 4000
 
 
 @dataclass(slots=True)
@@ -245,7 +270,7 @@ class Item:
     """One event to score: the record it came in (``index`` in a packed entity record), its
     key and its bytes (what a dead-letter record carries)."""
 
-    msg: Any
+    msg: Any  # a Record, or a Faust message (the alerts agent)
     index: int
     key: bytes | None
     value: bytes
@@ -448,7 +473,7 @@ async def _score_card(w: Worker, item: Item, batch: _Batch) -> None:
     outcome = w.engine.on_card_event(ev, state)
     alerts = outcome.alerts
     if w.held_alert is not None:
-        held = w.held_alert(ev)
+        held = w.held_alert(ev, msg.partition)
         if held is not None:
             alerts = [*alerts, held]
     sent = await _publish(w, ev, alerts, outcome.score)

@@ -21,8 +21,7 @@ record through only if it is the next one of its partition:
 - the start of each partition in a generation is the committed offset Faust's seek learns from
   Kafka after recovery (a batch that comes earlier waits for it);
 - a record below the next offset was processed already and is skipped;
-- a record above it (a hole) is not processed: the partition is read again from the next offset
-  (Faust's "already delivered" filter, which would drop those records, is off for these topics);
+- a record above it (a hole) is not processed: the partition is read again from the next offset;
 - a hole at the end of a partition, with nothing after it to show it, is found by
   :meth:`check_tails`: records fetched that stay unprocessed are read again.
 """
@@ -32,16 +31,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from faust.types import TP
 
 log = logging.getLogger("giftguard.progress")
 
-E = TypeVar("E")
+class _Positioned(Protocol):
+    tp: TP
+    offset: int
+
+
+R = TypeVar("R", bound=_Positioned)
 
 #: ``starts`` value for a partition with no committed offset: it starts at its first record.
 ANYWHERE = -1
@@ -54,21 +57,6 @@ class _Repair:
     offset: int
     sought_at: float
     seeks: int = 1
-
-
-class _ReadOffsets(defaultdict):
-    """Faust's per-partition offset of the last record delivered, whose check drops any record
-    below it (meant for duplicates after a seek). For ``topics`` it answers None, so the records
-    a repair reads again are delivered; :meth:`Progress.admit` skips the duplicates instead."""
-
-    def __init__(self, topics: frozenset[str], items: Mapping[Any, Any]) -> None:
-        super().__init__(lambda: None, items)
-        self.topics = topics
-
-    def __getitem__(self, tp: Any) -> Any:
-        if tp.topic in self.topics:
-            return None
-        return super().__getitem__(tp)
 
 
 class Progress:
@@ -84,7 +72,6 @@ class Progress:
         consumer._filter_tps_with_pending_acks = self._pending
         self._faust_seek_to_committed = consumer.seek_to_committed
         consumer.seek_to_committed = self._seek_to_committed
-        consumer._read_offset = _ReadOffsets(self.topics, consumer._read_offset)
         #: Where each partition starts in this generation: Kafka's committed offset (or ANYWHERE).
         self.starts: dict[TP, int] = {}
         self._repairs: dict[TP, _Repair] = {}
@@ -100,20 +87,19 @@ class Progress:
     #: ...up to this many seeks; then the records are taken as gone (logged as an error).
     SEEKS = 3
 
-    async def admit(self, events: Sequence[E]) -> list[E]:
-        """The events of a batch to process: per partition, the run that continues from where
-        it was processed to (or from its committed offset). Events of a partition whose start is
-        unknown because flow stopped (a revocation) are left for the next owner; the rest of a
-        partition after a hole is left out while the hole is read again."""
-        tps = {event.message.tp for event in events}  # type: ignore[attr-defined]
+    async def admit(self, records: Sequence[R]) -> list[R]:
+        """The records of a batch to process: per partition, the run that continues from where
+        it was processed to (or from its committed offset). Records of a partition whose start
+        is unknown because flow stopped (a revocation) are left for the next owner; the rest of
+        a partition after a hole is left out while the hole is read again."""
+        tps = {record.tp for record in records}
         if any(tp not in self.starts and tp not in self.marks for tp in tps):
             await self._wait_for_starts(tps)
-        admitted: list[E] = []
+        admitted: list[R] = []
         expected: dict[TP, int | None] = {}
         seek: dict[TP, int] = {}
-        for event in events:
-            msg = event.message  # type: ignore[attr-defined]
-            tp, offset = msg.tp, msg.offset
+        for record in records:
+            tp, offset = record.tp, record.offset
             if tp in expected:
                 nxt = expected[tp]
             else:
@@ -130,15 +116,15 @@ class Progress:
                     del self._repairs[tp]
                     log.info("%s[%d]: reading again from offset %d", tp.topic, tp.partition, nxt)
                 expected[tp] = offset + 1
-                admitted.append(event)
+                admitted.append(record)
             elif offset > nxt:
                 if self._should_seek(tp, nxt, offset):
                     seek[tp] = nxt
                 expected[tp] = nxt
             # (offset < nxt: processed already, here or by the last owner)
         now = time.monotonic()
-        for event in admitted:
-            self._busy.setdefault(event.message.tp, now)  # type: ignore[attr-defined]
+        for tp in {record.tp for record in admitted}:
+            self._busy.setdefault(tp, now)
         if seek:
             await self._seek(seek)
         return admitted
@@ -233,13 +219,16 @@ class Progress:
                     offset if offset is not None and offset >= 0 else ANYWHERE)
         return committed
 
-    def done(self, messages: Iterable[Any]) -> None:
-        """These records are processed: each partition's mark moves past the highest offset."""
-        marks, busy = self.marks, self._busy
-        for msg in messages:
-            tp, offset = msg.tp, msg.offset
+    def done(self, records: Iterable[Any]) -> None:
+        """These records are processed: each partition's mark moves past the highest offset.
+        A partition revoked while its batch was in progress is not marked (not ours now)."""
+        marks, busy, starts = self.marks, self._busy, self.starts
+        for record in records:
+            tp, offset = record.tp, record.offset
             busy.pop(tp, None)
             mark = marks.get(tp)
+            if mark is None and tp not in starts:
+                continue
             if mark is None:
                 log.info("%s[%d]: first record processed since assignment at offset %d",
                          tp.topic, tp.partition, offset)
@@ -248,6 +237,11 @@ class Progress:
                             tp.partition, mark, offset - 1)
             if mark is None or offset >= mark:
                 marks[tp] = offset + 1
+
+    def abandon(self, records: Iterable[Any]) -> None:
+        """A batch failed: its records are not done (the next ones show the hole)."""
+        for record in records:
+            self._busy.pop(record.tp, None)
 
     def forget(self, partitions: Iterable[TP], revoked: bool = True) -> None:
         """Revoked or newly assigned: the next generation starts from the committed offset

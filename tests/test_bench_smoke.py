@@ -35,6 +35,10 @@ def test_throughput_and_latency(bootstrap: str, small: Dataset, tmp_path: Path) 
     assert floor.eps > 0
     asyncio.run(reset(bootstrap))  # the floor committed the group's offsets at the end
     asyncio.run(preload(bootstrap, topics.TRANSACTIONS, records))
+    batched = throughput.floor(bootstrap, tmp_path / "floor_batched", n, timeout=60, batched=True)
+    assert batched.eps > 0  # (measure() raises unless every record was read)
+    asyncio.run(reset(bootstrap))
+    asyncio.run(preload(bootstrap, topics.TRANSACTIONS, records))
     w = throughput.workers(bootstrap, tmp_path / "worker", n, 1, small.locations, timeout=90)
     assert w.cards.eps > 0 and w.all_hops.eps > 0 and w.rss_bytes[0] > 0
 
@@ -46,9 +50,11 @@ def test_throughput_and_latency(bootstrap: str, small: Dataset, tmp_path: Path) 
     assert not math.isnan(step.decision_p99_ms)
 
     res = {"events": n, "ceiling_eps": top.eps, "faust_floor_eps": floor.eps,
-           "worker_eps": w.all_hops.eps, "latency": [step.as_dict()]}
+           "faust_floor_batched_eps": batched.eps, "worker_eps": w.all_hops.eps,
+           "latency": [step.as_dict()]}
     lines = run.table(res)
     assert lines[0].startswith("| measurement") and any("Faust floor" in r for r in lines)
+    assert any("fetch-at-a-time delivery" in r for r in lines)
 
 
 def test_activations_are_distinct_cards() -> None:

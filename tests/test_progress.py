@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from dataclasses import dataclass
 
 from faust.types import TP
@@ -20,13 +19,8 @@ class Msg:
     offset: int
 
 
-@dataclass
-class Ev:
-    message: Msg
-
-
-def events(tp: TP, *offsets: int) -> list[Ev]:
-    return [Ev(Msg(tp, offset)) for offset in offsets]
+def events(tp: TP, *offsets: int) -> list[Msg]:
+    return [Msg(tp, offset) for offset in offsets]
 
 
 class Consumer:
@@ -35,7 +29,6 @@ class Consumer:
     def __init__(self) -> None:
         self._acked = {CARDS0: [7, 8, 9], OTHER: [3, 4]}
         self._acked_index = {CARDS0: {7, 8, 9}, OTHER: {3, 4}}
-        self._read_offset: defaultdict = defaultdict(lambda: None)
         self.flow_active = True
         self.committed: dict[TP, int | None] = {}
         self.seeks: list[dict[TP, int]] = []
@@ -60,9 +53,15 @@ class Consumer:
         return (tp for tp in self._acked if topics is None or tp in topics or tp.topic in topics)
 
 
+def assigned(progress: Progress, *tps: TP) -> Progress:
+    """As after Faust's seek of a new generation: these partitions start anywhere."""
+    progress.starts.update(dict.fromkeys(tps, ANYWHERE))
+    return progress
+
+
 def test_marks_follow_the_processed_batches_not_the_acknowledgements() -> None:
     consumer = Consumer()
-    progress = Progress(consumer, ["giftcard.transactions"])
+    progress = assigned(Progress(consumer, ["giftcard.transactions"]), CARDS0, CARDS1)
     assert consumer._new_offset(CARDS0) is None            # nothing processed yet
     progress.done([Msg(CARDS0, 5), Msg(CARDS0, 6), Msg(CARDS1, 40)])
     progress.done([Msg(CARDS0, 3)])                        # a replayed record: no step back
@@ -75,17 +74,27 @@ def test_marks_follow_the_processed_batches_not_the_acknowledgements() -> None:
 
 def test_a_new_generation_starts_from_the_committed_offset() -> None:
     consumer = Consumer()
-    progress = Progress(consumer, ["giftcard.transactions"])
+    progress = assigned(Progress(consumer, ["giftcard.transactions"]), CARDS0, CARDS1)
     progress.done([Msg(CARDS0, 100), Msg(CARDS1, 7)])
     progress.forget({CARDS0})                              # revoked (or assigned anew)
     assert consumer._new_offset(CARDS0) is None
     assert consumer._new_offset(CARDS1) == 8
 
 
+def test_a_batch_finished_after_its_partition_was_revoked_marks_nothing() -> None:
+    """The next owner commits that partition; a late mark here must not be committed too."""
+    consumer = Consumer()
+    progress = assigned(Progress(consumer, ["giftcard.transactions"]), CARDS0, CARDS1)
+    progress.forget({CARDS0})                              # revoked while the batch ran
+    progress.done([Msg(CARDS0, 100), Msg(CARDS1, 7)])
+    assert CARDS0 not in progress.marks and consumer._new_offset(CARDS0) is None
+    assert consumer._new_offset(CARDS1) == 8
+
+
 def test_records_skipped_within_a_generation_are_reported(caplog) -> None:
     """The agents read each partition in order: a jump means records never reached them (and
     the mark moves past them), which must not pass silently."""
-    progress = Progress(Consumer(), ["giftcard.transactions"])
+    progress = assigned(Progress(Consumer(), ["giftcard.transactions"]), CARDS0)
     with caplog.at_level("INFO", logger="giftguard.progress"):
         progress.done([Msg(CARDS0, 10), Msg(CARDS0, 11)])
         progress.done([Msg(CARDS0, 12), Msg(CARDS0, 20)])
@@ -101,7 +110,7 @@ def test_the_commit_at_a_revocation_includes_the_marked_partitions() -> None:
     """Faust drops a revoked partition's acknowledgements before its last commit; the mark must
     still be committed, or the next owner re-reads what was done."""
     consumer = Consumer()
-    progress = Progress(consumer, ["giftcard.transactions"])
+    progress = assigned(Progress(consumer, ["giftcard.transactions"]), CARDS0, CARDS1)
     progress.done([Msg(CARDS0, 41), Msg(CARDS1, 7)])
     consumer._acked.pop(CARDS0)                            # Faust, at the revocation
     pending = set(consumer._filter_tps_with_pending_acks())
@@ -110,8 +119,8 @@ def test_the_commit_at_a_revocation_includes_the_marked_partitions() -> None:
     assert set(consumer._filter_tps_with_pending_acks({"giftcard.alerts"})) == {OTHER}
 
 
-def offsets(admitted: list[Ev]) -> list[tuple[int, int]]:
-    return [(e.message.tp.partition, e.message.offset) for e in admitted]
+def offsets(admitted: list[Msg]) -> list[tuple[int, int]]:
+    return [(e.tp.partition, e.offset) for e in admitted]
 
 
 async def test_a_generation_starts_each_partition_at_its_committed_offset() -> None:
@@ -145,7 +154,7 @@ async def test_a_hole_is_read_again_not_committed_past() -> None:
     assert consumer.seeks == [{CARDS0: 659}]                            # no second seek yet
     admitted = await progress.admit(events(CARDS0, 659, 660))
     assert offsets(admitted) == [(0, 659), (0, 660)]
-    progress.done(e.message for e in admitted)
+    progress.done(admitted)
     assert consumer._new_offset(CARDS0) == 661             # never past the hole
     assert progress._repairs == {}
 
@@ -155,7 +164,7 @@ async def test_a_hole_within_a_generation_is_read_again(monkeypatch, caplog) -> 
     consumer.committed = {CARDS0: 10}
     progress = Progress(consumer, ["giftcard.transactions"])
     await consumer.seek_to_committed()
-    progress.done(e.message for e in await progress.admit(events(CARDS0, 10, 11)))
+    progress.done(await progress.admit(events(CARDS0, 10, 11)))
     with caplog.at_level("WARNING", logger="giftguard.progress"):
         admitted = await progress.admit(events(CARDS0, 12, 15, 16))
     assert offsets(admitted) == [(0, 12)]
@@ -195,7 +204,7 @@ async def test_the_start_is_learnt_again_after_a_revocation() -> None:
     consumer.committed = {CARDS0: 10}
     progress = Progress(consumer, ["giftcard.transactions"])
     await consumer.seek_to_committed()
-    progress.done(e.message for e in await progress.admit(events(CARDS0, 10, 11)))
+    progress.done(await progress.admit(events(CARDS0, 10, 11)))
     progress.forget({CARDS0}, revoked=False)               # the assignment signal: keeps starts
     assert progress.starts == {CARDS0: 10}
     progress.forget({CARDS0})                              # a revocation
@@ -203,18 +212,6 @@ async def test_the_start_is_learnt_again_after_a_revocation() -> None:
     consumer.committed = {CARDS0: 30}                      # the next owner got to 30
     await consumer.seek_to_committed()
     assert offsets(await progress.admit(events(CARDS0, 12, 30))) == [(0, 30)]
-
-
-def test_faust_read_offset_filter_is_off_for_these_topics_only() -> None:
-    consumer = Consumer()
-    consumer._read_offset[CARDS0] = 700
-    consumer._read_offset[OTHER] = 9
-    Progress(consumer, ["giftcard.transactions"])
-    get = consumer._read_offset.__getitem__                # as Faust's drain loop binds it
-    assert get(CARDS0) is None and get(CARDS1) is None
-    assert get(OTHER) == 9 and get(TP("giftcard.alerts", 3)) is None
-    consumer._read_offset.pop(OTHER)
-    assert get(OTHER) is None
 
 
 async def test_a_hole_at_the_end_of_a_partition_is_read_again(monkeypatch) -> None:
@@ -225,7 +222,7 @@ async def test_a_hole_at_the_end_of_a_partition_is_read_again(monkeypatch) -> No
     progress = Progress(consumer, ["giftcard.transactions"])
     monkeypatch.setattr(progress, "STALL", 0.0)
     await consumer.seek_to_committed()
-    progress.done(e.message for e in await progress.admit(events(CARDS0, 10, 11)))
+    progress.done(await progress.admit(events(CARDS0, 10, 11)))
     consumer.positions = {CARDS0: 15, CARDS1: 4}           # 12..14 fetched, never delivered
     await progress.check_tails()                           # (first look: remembers the offsets)
     assert consumer.seeks == []
@@ -261,7 +258,7 @@ async def test_a_batch_in_progress_is_not_taken_for_a_hole(monkeypatch) -> None:
     await progress.check_tails()
     await progress.check_tails()
     assert consumer.seeks == []                                # ...and is still going
-    progress.done(e.message for e in admitted)
+    progress.done(admitted)
     await progress.check_tails()
     await progress.check_tails()
     assert consumer.seeks == [{CARDS0: 12}]                    # done, and 12..39 never came

@@ -1,6 +1,6 @@
-"""Reliability 7 (rebalance), the loss behind it: records fetched that never reach the agents.
+"""Reliability 7 (rebalance), the loss behind it: fetched records that never reach scoring.
 
-Fault: a worker whose consumer drops three runs of records on their way to the agents, once each
+Fault: a worker that drops three runs of records on their way to the scoring loops, once each
 (``tests/fakes/lossy_worker.py``), as Faust's consumer once dropped records around a rebalance
 (the rebalance test saw a partition start 42 records past its committed offset, and those
 records were committed past and lost: 77 cards): 25 records in the middle of a
