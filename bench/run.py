@@ -110,20 +110,27 @@ def run(args: argparse.Namespace) -> dict:
         if "worker" in only:
             def _worker() -> None:
                 fresh_topic()
-                w = throughput.workers(bs, workdir / "worker1", n, 1, ds.locations)
+                w = throughput.workers(bs, workdir / "worker1", n, 1, ds.locations,
+                                       broker_pid=broker.pid)
                 res["worker_eps"] = w.all_hops.eps
                 res["worker_card_scope_eps"] = w.cards.eps
                 res["worker_cpu_us_per_event"] = (1e6 * w.cards.cpu_seconds
                                                   / max(1, w.cards.records))
+                # CPUs the worker kept busy over its card-scope interval
+                res["worker_cpus_busy"] = w.cards.cpu_seconds / max(1e-9, w.cards.seconds)
+                res["worker_broker_cpus_busy"] = w.broker_cpus_busy
                 res["worker_alerts"] = w.alerts
                 res["worker_rss_bytes_after_run"] = w.rss_bytes[0]
             _guarded(res, "worker", _worker)
         if "two_workers" in only:
             def _two_workers() -> None:
                 fresh_topic()
-                w = throughput.workers(bs, workdir / "worker2", n, 2, ds.locations)
+                w = throughput.workers(bs, workdir / "worker2", n, 2, ds.locations,
+                                       broker_pid=broker.pid)
                 res["two_workers_eps"] = w.all_hops.eps
                 res["two_workers_card_scope_eps"] = w.cards.eps
+                res["two_workers_cpus_busy"] = w.cards.cpu_seconds / max(1e-9, w.cards.seconds)
+                res["two_workers_broker_cpus_busy"] = w.broker_cpus_busy
             _guarded(res, "two_workers", _two_workers)
         if "latency" in only:
             def _latency() -> None:

@@ -14,6 +14,7 @@ from bench.common import (
     GROUP,
     Proc,
     Rate,
+    cpu_seconds,
     env_for,
     free_port,
     log,
@@ -50,6 +51,8 @@ class WorkerRun:
     all_hops: Rate       # the same start, until the entity and alert hops were drained too
     alerts: float
     rss_bytes: list[int]
+    #: CPUs the broker kept busy meanwhile (when its pid was given), from its CPU time
+    broker_cpus_busy: float | None = None
 
 
 async def _group_drained(bootstrap: str, names: tuple[str, ...], timeout: float) -> float:
@@ -75,7 +78,8 @@ async def _group_drained(bootstrap: str, names: tuple[str, ...], timeout: float)
 
 
 def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
-            locations: Path | None = None, timeout: float = 900, **env: str) -> WorkerRun:
+            locations: Path | None = None, timeout: float = 900, broker_pid: int | None = None,
+            **env: str) -> WorkerRun:
     """``count`` real workers (every detector, RocksDB tables, alert output) over the topic."""
     extra = dict(env)
     if locations is not None:
@@ -90,9 +94,12 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
             return sum(metric_sum(scrape(p), "giftguard_events_total") for p in procs)
 
         started = time.monotonic()
+        broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
         cards = measure(events, expected, timeout=timeout,
                         alive=lambda: all(p.alive() for p in procs), pids=[p.pid for p in procs])
         t_cards = time.monotonic()
+        broker_busy = ((cpu_seconds(broker_pid) - broker_cpu) / max(1e-9, t_cards - started)
+                       if broker_pid else None)
         # measure() started its clock at the first progress, cards.seconds before t_cards
         t_first = t_cards - cards.seconds
         t_drained = asyncio.run(_group_drained(
@@ -103,7 +110,7 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         rss = [_rss(p) for p in procs]
         log(f"{count} worker(s): {cards.eps:,.0f} ev/s card scope, {all_hops.eps:,.0f} ev/s "
             f"all hops drained (+{t_drained - t_cards:.1f} s), {alerts:,.0f} alerts")
-        return WorkerRun(cards, all_hops, alerts, rss)
+        return WorkerRun(cards, all_hops, alerts, rss, broker_busy)
     finally:
         for p in procs:
             p.stop()
