@@ -47,6 +47,13 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time every process on the machine has used so far (busy, not idle or I/O wait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process (VmRSS from /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> dict:
                 # CPUs the worker kept busy over its card-scope interval
                 res["worker_cpus_busy"] = w.cards.cpu_seconds / max(1e-9, w.cards.seconds)
                 res["worker_broker_cpus_busy"] = w.broker_cpus_busy
+                res["worker_machine_cpus_busy"] = w.machine_cpus_busy
                 res["worker_alerts"] = w.alerts
                 res["worker_rss_bytes_after_run"] = w.rss_bytes[0]
             _guarded(res, "worker", _worker)
@@ -131,6 +132,7 @@ def run(args: argparse.Namespace) -> dict:
                 res["two_workers_card_scope_eps"] = w.cards.eps
                 res["two_workers_cpus_busy"] = w.cards.cpu_seconds / max(1e-9, w.cards.seconds)
                 res["two_workers_broker_cpus_busy"] = w.broker_cpus_busy
+                res["two_workers_machine_cpus_busy"] = w.machine_cpus_busy
             _guarded(res, "two_workers", _two_workers)
         if "latency" in only:
             def _latency() -> None:

@@ -18,6 +18,7 @@ from bench.common import (
     env_for,
     free_port,
     log,
+    machine_cpu_seconds,
     measure,
     metric_sum,
     partitions,
@@ -53,6 +54,8 @@ class WorkerRun:
     rss_bytes: list[int]
     #: CPUs the broker kept busy meanwhile (when its pid was given), from its CPU time
     broker_cpus_busy: float | None = None
+    #: CPUs busy on the whole machine meanwhile (every process, the benchmark's own included)
+    machine_cpus_busy: float | None = None
 
 
 async def _group_drained(bootstrap: str, names: tuple[str, ...], timeout: float) -> float:
@@ -95,11 +98,13 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
 
         started = time.monotonic()
         broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
+        machine_cpu = machine_cpu_seconds()
         cards = measure(events, expected, timeout=timeout,
                         alive=lambda: all(p.alive() for p in procs), pids=[p.pid for p in procs])
         t_cards = time.monotonic()
         broker_busy = ((cpu_seconds(broker_pid) - broker_cpu) / max(1e-9, t_cards - started)
                        if broker_pid else None)
+        machine_busy = (machine_cpu_seconds() - machine_cpu) / max(1e-9, t_cards - started)
         # measure() started its clock at the first progress, cards.seconds before t_cards
         t_first = t_cards - cards.seconds
         t_drained = asyncio.run(_group_drained(
@@ -110,7 +115,7 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         rss = [_rss(p) for p in procs]
         log(f"{count} worker(s): {cards.eps:,.0f} ev/s card scope, {all_hops.eps:,.0f} ev/s "
             f"all hops drained (+{t_drained - t_cards:.1f} s), {alerts:,.0f} alerts")
-        return WorkerRun(cards, all_hops, alerts, rss, broker_busy)
+        return WorkerRun(cards, all_hops, alerts, rss, broker_busy, machine_busy)
     finally:
         for p in procs:
             p.stop()
