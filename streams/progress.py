@@ -39,7 +39,10 @@ from faust.types import TP
 
 log = logging.getLogger("giftguard.progress")
 
+
 class _Positioned(Protocol):
+    """What admit and done read of a record (a delivered record, or a Faust message)."""
+
     tp: TP
     offset: int
 
