@@ -124,16 +124,13 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
     # Faust's per-event agent machinery; Faust still owns the group, offsets and tables.
     app.topics.add(w.transactions)  # (subscribed as an agent's topic would be)
     app.topics.add(w.entity_events)
-    cards_in, entities_in = Inbox(INBOX_LIMIT), Inbox(INBOX_LIMIT)
+    cards_in = [Inbox(INBOX_LIMIT) for _ in range(LANES)]
+    entities_in = [Inbox(INBOX_LIMIT) for _ in range(LANES)]
     Delivery(app, {topics.TRANSACTIONS: cards_in, topics.ENTITY_EVENTS: entities_in})
-
-    @app.task
-    async def score_cards() -> None:
-        await _score_batches(w, cards_in, card_table, _one_event, _score_card)
-
-    @app.task
-    async def score_entities() -> None:
-        await _score_batches(w, entities_in, entity_table, _packed_events, _score_entity)
+    for inbox in cards_in:
+        app.task(_scoring_loop(w, inbox, card_table, _one_event, _score_card))
+    for inbox in entities_in:
+        app.task(_scoring_loop(w, inbox, entity_table, _packed_events, _score_entity))
 
     @app.agent(w.alerts, name="act-on-alerts")
     async def act_on_alerts(stream: faust.StreamT[bytes]) -> None:
@@ -152,6 +149,16 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
         _update_gauges(w)
 
     return w
+
+
+def _scoring_loop(w: Worker, inbox: Inbox, table: BatchTable,
+                  expand: Callable[[Record], list[tuple[bytes | None, bytes]]],
+                  score: Callable[[Worker, Item, _Batch], Awaitable[None]],
+                  ) -> Callable[[], Awaitable[None]]:
+    """One lane's scoring loop, as an app task."""
+    async def score_lane() -> None:
+        await _score_batches(w, inbox, table, expand, score)
+    return score_lane
 
 
 async def _score_batches(w: Worker, inbox: Inbox, table: BatchTable,
@@ -261,8 +268,11 @@ def entity_state(value: bytes | None) -> bytes | None:
 #: follow, instead of one produce round trip per event. A batch is what has been fetched and is
 #: waiting, at most ``BATCH_MAX`` records (while one batch is scored, the next gathers).
 BATCH_MAX = 1000
-#: Records fetched and waiting per scoring topic before the fetch loop waits.
+#: Records fetched and waiting per lane before the fetch loop waits.
 INBOX_LIMIT = 4000
+#: Scoring loops per topic, each with its own partitions (streams/delivery.py): while one
+#: waits for Kafka to acknowledge its batch's writes, the other scores.
+LANES = 2
 
 
 @dataclass(slots=True)

@@ -72,4 +72,13 @@ def create_app(settings: Settings, web_port: int = 6066, web_host: str = "127.0.
         # Offsets committed every second (Faust: 2.8 s): after a crash, the next owner replays
         # (and skips, by the replay marks) at most about a second of events.
         broker_commit_interval=1.0,
+        # aiokafka keeps one batch per partition open and one produce request in flight; when
+        # the batch is full, the next send waits for that request. At Faust's 16 KiB a scoring
+        # batch's changelog writes took three round trips. 512 KiB holds a batch's records in
+        # one, and stays under the broker's default record-batch limit (1 MiB).
+        producer_max_batch_size=512 * 1024,
+        # Fetches of 256 KiB per partition (Faust: 1 MiB): aiokafka fetches a partition again only
+        # once its last fetch is handed over, and fetches of 10,000 records and more left the
+        # scoring loops waiting while the next one came (bench/README.md).
+        consumer_max_fetch_size=256 * 1024,
     )

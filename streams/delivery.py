@@ -6,16 +6,17 @@ stream's sensors and acknowledgement bookkeeping. The benchmark's Faust floor (a
 only parses each record) spends most of its time there (bench/README.md). The scoring agents'
 work per event is smaller than that, so for their topics the records skip it:
 :class:`Delivery` wraps the consumer's fetch (``_wait_next_records``), moves the records of
-these topics into an :class:`Inbox` per topic, a fetch at a time, and hands Faust the rest
-(the alerts topic keeps Faust's own path). Everything else stays Faust's: the group, the
-assignment, pausing partitions during recovery, seeking, committing (from
-:class:`streams.progress.Progress`'s marks), tables and their changelogs.
+these topics into :class:`Inbox` es, a fetch at a time, and hands Faust the rest (the alerts
+topic keeps Faust's own path). A topic's partitions are shared out among its inboxes (lanes),
+one scoring loop each. Everything else stays Faust's: the group, the assignment, pausing
+partitions during recovery, seeking, committing (from :class:`streams.progress.Progress`'s
+marks), tables and their changelogs.
 
 What Faust's path did on the way, done here instead:
 
 - records are delivered only while the consumer's flow is active, only for active partitions;
 - a full inbox holds the fetch loop back (and lets go when the flow stops, for a rebalance);
-- at a revocation the inboxes are emptied and the batch in progress is waited for before
+- at a revocation the inboxes are emptied and the batches in progress are waited for before
   Faust's last commit (``wait_empty``), as Faust waits for its streams' unacknowledged events;
 - Faust's monitor hears that each partition's records are being taken (its check for stuck
   streams).
@@ -29,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,20 +120,41 @@ class Inbox:
 
 
 class Delivery:
-    """Moves the fetched records of ``inboxes``' topics from Faust's consumer into them."""
+    """Moves the fetched records of ``inboxes``' topics from Faust's consumer into them.
+
+    A topic may have several inboxes (lanes), each with its own scoring loop: each partition
+    goes to one lane (the one with the fewest partitions when it is first seen) and stays there
+    until the next revocation, so one partition's records are still scored in order, by one
+    loop, while another lane's loop uses the time the first spends waiting for Kafka."""
 
     #: How often a fetch held back by a full inbox looks whether the flow stopped meanwhile.
     RECHECK = 0.1
 
-    def __init__(self, app: Any, inboxes: dict[str, Inbox]) -> None:
+    def __init__(self, app: Any, inboxes: Mapping[str, Inbox | Sequence[Inbox]]) -> None:
         self.app = app
-        self.inboxes = inboxes
+        self.lanes: dict[str, list[Inbox]] = {
+            topic: [lanes] if isinstance(lanes, Inbox) else list(lanes)
+            for topic, lanes in inboxes.items()}
+        self._inboxes = [inbox for lanes in self.lanes.values() for inbox in lanes]
+        self._lane: dict[TP, Inbox] = {}
         consumer = app.consumer
         self._consumer = consumer
         self._faust_wait_next_records = consumer._wait_next_records
         consumer._wait_next_records = self._wait_next_records
         self._faust_wait_empty = consumer.wait_empty
         consumer.wait_empty = self._wait_empty
+
+    def lane(self, tp: TP) -> Inbox:
+        """The inbox of ``tp``'s records (chosen when the partition is first seen)."""
+        inbox = self._lane.get(tp)
+        if inbox is None:
+            lanes = self.lanes[tp.topic]
+            load = {id(inbox): 0 for inbox in lanes}
+            for other, taken in self._lane.items():
+                if other.topic == tp.topic:
+                    load[id(taken)] += 1
+            inbox = self._lane[tp] = min(lanes, key=lambda i: load[id(i)])
+        return inbox
 
     def records(self, tp: TP, fetched: list[Any]) -> list[Record]:
         """A fetch of one partition as :class:`Record` s."""
@@ -142,11 +164,11 @@ class Delivery:
         records, active = await self._faust_wait_next_records(timeout)
         if not records:
             return records, active
-        inboxes = self.inboxes
-        mine = [tp for tp in records if tp.topic in inboxes]
+        lanes = self.lanes
+        mine = [tp for tp in records if tp.topic in lanes]
         if not mine:
             return records, active
-        rest = {tp: recs for tp, recs in records.items() if tp.topic not in inboxes}
+        rest = {tp: recs for tp, recs in records.items() if tp.topic not in lanes}
         consumer = self._consumer
         if not consumer.flow_active:  # (a rebalance: Faust seeks back to the committed offsets)
             return rest, active
@@ -157,10 +179,10 @@ class Delivery:
             if active is not None and tp not in active and tp not in buffered:
                 continue
             ftp = TP(tp.topic, tp.partition)
-            inboxes[tp.topic].put(self.records(ftp, records[tp]))
+            self.lane(ftp).put(self.records(ftp, records[tp]))
             if monitor is not None:
                 monitor.stream_inbound_time[ftp] = now
-        for inbox in inboxes.values():
+        for inbox in self._inboxes:
             while inbox.full and consumer.flow_active and not consumer.should_stop:
                 await inbox.wait_for_room(self.RECHECK)
         return rest, active
@@ -170,15 +192,18 @@ class Delivery:
 
     async def _wait_empty(self) -> None:
         """Faust's wait for its streams (before its last commit of a revocation or shutdown),
-        preceded by emptying the inboxes and waiting for the batches in progress."""
-        for inbox in self.inboxes.values():
+        preceded by emptying the inboxes and waiting for the batches in progress. The next
+        assignment's partitions choose their lanes afresh."""
+        for inbox in self._inboxes:
             inbox.clear()
         started = time.monotonic()
-        for topic, inbox in self.inboxes.items():
-            while not inbox.idle.is_set():
-                try:
-                    await asyncio.wait_for(inbox.idle.wait(), self.WAIT_LOG_EVERY)
-                except TimeoutError:
-                    log.warning("still waiting for a batch of %s after %.0f s", topic,
-                                time.monotonic() - started)
+        for topic, lanes in self.lanes.items():
+            for inbox in lanes:
+                while not inbox.idle.is_set():
+                    try:
+                        await asyncio.wait_for(inbox.idle.wait(), self.WAIT_LOG_EVERY)
+                    except TimeoutError:
+                        log.warning("still waiting for a batch of %s after %.0f s", topic,
+                                    time.monotonic() - started)
+        self._lane.clear()
         await self._faust_wait_empty()

@@ -108,3 +108,45 @@ async def test_a_revocation_empties_the_inbox_and_waits_for_the_batch_in_progres
     inbox.done()
     await asyncio.wait_for(waiting, 1)
     assert consumer.faust_waited == 1                      # then Faust's wait and last commit
+
+
+async def test_each_partition_keeps_one_lane_until_a_revocation() -> None:
+    c0, c1, c2 = (TopicPartition(CARDS, p) for p in (0, 1, 2))
+    consumer = Consumer({c0: fetched(1), c1: fetched(1)}, {c0: fetched(2), c2: fetched(1)},
+                        {c2: fetched(2), c1: fetched(2)})
+    app = SimpleNamespace(consumer=consumer, monitor=SimpleNamespace(stream_inbound_time={}))
+    a, b = Inbox(100), Inbox(100)
+    Delivery(app, {CARDS: [a, b]})
+    for _ in range(3):
+        await consumer._wait_next_records(1.0)
+
+    def lane(inbox: Inbox) -> list[tuple[int, int]]:
+        return [(r.partition, r.offset) for r in inbox._records]
+
+    # first seen, first free lane; a third partition goes to the lane with fewer; each
+    # partition's records stay in one lane, in order (one loop scores them, in order)
+    assert lane(a) == [(0, 1), (0, 2), (2, 1), (2, 2)] and lane(b) == [(1, 1), (1, 2)]
+
+    await consumer.wait_empty()                            # a revocation: lanes chosen afresh
+    assert len(a) == len(b) == 0 and consumer.faust_waited == 1
+    consumer.fetches = [{c2: fetched(3), c0: fetched(3)}]
+    await consumer._wait_next_records(1.0)
+    assert lane(a) == [(2, 3)] and lane(b) == [(0, 3)]
+
+
+async def test_a_revocation_waits_for_the_batches_of_every_lane() -> None:
+    c0, c1 = TopicPartition(CARDS, 0), TopicPartition(CARDS, 1)
+    consumer = Consumer({c0: fetched(1), c1: fetched(1)})
+    app = SimpleNamespace(consumer=consumer, monitor=SimpleNamespace(stream_inbound_time={}))
+    a, b = Inbox(100), Inbox(100)
+    Delivery(app, {CARDS: [a, b]})
+    await consumer._wait_next_records(1.0)
+    await a.take(10)
+    await b.take(10)                                       # both lanes have a batch going
+    waiting = asyncio.ensure_future(consumer.wait_empty())
+    a.done()
+    await asyncio.sleep(0.05)
+    assert not waiting.done()                              # lane b's batch is still going
+    b.done()
+    await asyncio.wait_for(waiting, 1)
+    assert consumer.faust_waited == 1
