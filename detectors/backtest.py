@@ -1,9 +1,9 @@
 """``giftguard backtest``: replay events offline through the very same detector code.
 
 Each event goes through :meth:`Engine.on_card_event`, then, inline, through
-:meth:`Engine.on_entity_event` for every key it is forwarded to — what the worker does through a
-topic. States live in dicts instead of Faust tables. Nothing reads a clock or draws randomness, so
-a run is deterministic. With ``--labels``, each label becomes analyst feedback
+:meth:`Engine.entity_scope` (each entity key it is forwarded to) — what the worker does through
+a topic. States live in dicts instead of Faust tables. Nothing reads a clock or draws
+randomness, so a run is deterministic. With ``--labels``, each label becomes analyst feedback
 ``--feedback-delay`` after its event's ``occurred_at`` (never earlier), and the run prints the
 quality figures of :mod:`detectors.metrics`.
 
@@ -152,7 +152,7 @@ def run_backtest(events: Iterable[Event], engine: Engine | None = None, *,
     pending: list[tuple[float, int, Feedback]] = []   # (due, seq, feedback)
     seq = 0
     on_card = engine.on_card_event
-    on_entity = engine.on_entity_event
+    entity_scope = engine.entity_scope
     clock = time.perf_counter
     start = clock()
     engine_time = 0.0
@@ -167,13 +167,12 @@ def run_backtest(events: Iterable[Event], engine: Engine | None = None, *,
         cards[event.card_id] = out.state
         score = out.score
         alerts = out.alerts
-        for key in out.forward:
-            eo = on_entity(key, event, entities.get(key))
-            entities[key] = eo.state
-            if eo.score > score:
-                score = eo.score
-            if eo.alerts:
-                alerts = alerts + eo.alerts
+        if out.forward or out.counts:
+            entity_score, entity_alerts = entity_scope(out, event, entities)
+            if entity_score > score:
+                score = entity_score
+            if entity_alerts:
+                alerts = alerts + entity_alerts
         engine_time += clock() - t0
         n += 1
         if alerts:

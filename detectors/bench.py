@@ -29,13 +29,13 @@ def bench(events: list, engine_factory, repeat: int = 3) -> dict[str, float]:
     for _ in range(repeat):
         engine = engine_factory()
         cards, entities = {}, {}
-        on_card, on_entity = engine.on_card_event, engine.on_entity_event
+        on_card, entity_scope = engine.on_card_event, engine.entity_scope
         w0, c0 = time.perf_counter(), time.process_time()
         for e in events:
             out = on_card(e, cards.get(e.card_id))
             cards[e.card_id] = out.state
-            for key in out.forward:
-                entities[key] = on_entity(key, e, entities.get(key)).state
+            if out.forward or out.counts:
+                entity_scope(out, e, entities)
         best_wall = min(best_wall, time.perf_counter() - w0)
         best_cpu = min(best_cpu, time.process_time() - c0)
     card_sizes = [len(s) for s in cards.values() if s]

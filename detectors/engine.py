@@ -3,10 +3,12 @@
 Topics are partitioned by card, so a worker sees every event of a card (*card scope*) but not every
 event of a location. :meth:`Engine.on_card_event` runs the card rules and models and returns, in
 ``Outcome.forward``, the entity keys (``loc:…``, ``pi:…``, ``emp:…``) the event must also be routed
-to; :meth:`Engine.on_entity_event` then runs the windowed rules for each of those keys. Card-scope
-alerts depend only on the card's state, the static locations, the policy and the learned (global)
-feedback models; entity-scope alerts only on the entity's state. So the worker (which re-keys
-through a topic) and the backtest (which calls both inline) raise the same alerts.
+to; :meth:`Engine.on_entity_event` then runs the windowed rules for each of those keys. An everyday
+sale is not routed as an event: ``Outcome.counts`` names the location whose rates of sales only
+count its time (:meth:`Engine.on_entity_counts`). Card-scope alerts depend only on the card's
+state, the static locations, the policy and the learned (global) feedback models; entity-scope
+alerts only on the entity's state. So the worker (which re-keys through a topic) and the backtest
+(which calls both inline, :meth:`Engine.entity_scope`) raise the same alerts.
 
 Nothing here reads a clock: windows use the event's ``occurred_at``, an alert's ``decided_at`` is
 the event's ``occurred_at`` (the worker may overwrite it), and ``alert_id`` is a hash of the scope
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from detectors.alerts import Alert
@@ -95,6 +98,8 @@ class Outcome:
     alerts: list[Alert]            # usually empty
     score: float                   # 0-100 risk of this event in this scope
     forward: tuple[str, ...] = ()  # card scope only: entity keys this event must ALSO be routed to
+    #: card scope only: entity keys that only count this sale, by its time (``on_entity_counts``)
+    counts: tuple[str, ...] = ()
 
 
 def alert_id(scope_key: str, event_id: str) -> str:
@@ -197,6 +202,7 @@ class Engine:
         hits: list[Hit] = []
         signals: list[tuple[str, float]] = []
         forward: tuple[str, ...] = ()
+        counts: tuple[str, ...] = ()
         learn_debit = 0
 
         if typ in SPEND_TYPES:
@@ -233,10 +239,15 @@ class Engine:
                     self.feedback.instrument_confirmed(event.payment_ref, ts), amount, p)
                 if hit is not None:
                     hits.append(hit)
-            forward = (loc_key,)
-            # Instrument windows only hold high-value sales: forward nothing else there.
-            if event.payment_ref and amount >= lp.rules["bulk_purchase"].min_card_amount_minor:
-                forward += (f"pi:{event.payment_ref}",)
+            if amount >= lp.rules["bulk_purchase"].min_card_amount_minor:
+                forward = (loc_key,)
+                # Instrument windows only hold high-value sales: forward nothing else there.
+                if event.payment_ref:
+                    forward += (f"pi:{event.payment_ref}",)
+            elif self.location_model.params.enabled:
+                # An everyday sale only counts towards the location's rates of sales: its time
+                # is all the entity scope needs (``on_entity_counts``), not the whole event.
+                counts = (loc_key,)
         elif typ in MANUAL_TYPES:
             if self._is_manual_credit(s, event, amount):
                 p = lp.rules["insider_credit"]
@@ -312,7 +323,7 @@ class Engine:
             s.t_first = int(ts)
         if s.n_events < 65535:
             s.n_events += 1
-        return Outcome(s.encode(), alerts, score, forward)
+        return Outcome(s.encode(), alerts, score, forward, counts)
 
     def _resolve_redemption(self, s: CardState, event: Event) -> tuple[int, int]:
         """(value debited now, value given back now) for a redemption and its Square updates
@@ -532,14 +543,48 @@ class Engine:
                     alerts.append(self._alert(key, event, hits, score, level))
         return Outcome(self._encode_entity(key, es, sales_changed, manual_changed), alerts, score)
 
+    def on_entity_counts(self, key: str, times: Sequence[float], state: bytes | None) -> bytes:
+        """Count everyday sales (``Outcome.counts``) into a location's rates of sales, in order.
+
+        The same as :meth:`on_entity_event` for each of those sales, which never alert: below the
+        bulk-purchase amount a sale only updates the location model's counts and rates. The
+        worker sends a run of them as one item instead of an event each."""
+        lm = self.location_model
+        if not lm.params.enabled:
+            return state or b""
+        es = self._entity_state(key, state)
+        for ts in times:
+            lm.count_sale(es, ts)
+            lm.learn_sale(es, ts)
+        return self._encode_entity(key, es, False, False)
+
+    def entity_scope(self, out: Outcome, event: Event,
+                     entities: dict[str, bytes | None]) -> tuple[float, list[Alert]]:
+        """Route a card outcome through the entity scope inline, states in ``entities`` (what
+        the backtest does; the worker does it through a topic): the highest score and the
+        alerts of the entity keys."""
+        score = 0.0
+        alerts: list[Alert] = []
+        for key in out.counts:
+            entities[key] = self.on_entity_counts(key, (event.ts,), entities.get(key))
+        for key in out.forward:
+            eo = self.on_entity_event(key, event, entities.get(key))
+            entities[key] = eo.state
+            if eo.score > score:
+                score = eo.score
+            if eo.alerts:
+                alerts += eo.alerts
+        return score, alerts
+
     def _entity_state(self, key: str, raw: bytes | None) -> EntityState:
-        """The state of an entity key: when the caller hands back the very bytes this engine
-        returned for the key last (the backtest's dict, an in-memory table), the object they
-        were encoded from, else a fresh decode. ``decode(encode(s))`` equals ``s``, so both give
-        the same results; the object is taken out of the cache while it is being updated, so an
-        event that fails half-way cannot leave it behind."""
+        """The state of an entity key: when the caller hands back the bytes this engine
+        returned for the key last (the backtest's dict, an in-memory table, or the worker's copy
+        of them behind its replay mark), the object they were encoded from, else a fresh decode.
+        ``decode(encode(s))`` equals ``s``, so both give the same results; the object is taken
+        out of the cache while it is being updated, so an event that fails half-way cannot leave
+        it behind."""
         hit = self._decoded.pop(key, None)
-        if hit is not None and hit[0] is raw:
+        if hit is not None and (hit[0] is raw or hit[0] == raw):
             return hit[1]
         return EntityState.decode(raw)
 

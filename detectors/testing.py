@@ -56,8 +56,5 @@ def run_all(engine, events) -> list:
         o = engine.on_card_event(e, cards.get(e.card_id))
         cards[e.card_id] = o.state
         alerts.extend(o.alerts)
-        for key in o.forward:
-            eo = engine.on_entity_event(key, e, entities.get(key))
-            entities[key] = eo.state
-            alerts.extend(eo.alerts)
+        alerts.extend(engine.entity_scope(o, e, entities)[1])
     return alerts

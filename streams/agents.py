@@ -3,7 +3,8 @@
 Data flows one way:
 ``giftcard.transactions`` (keyed by card) → ``score_cards`` (card table) → alerts;
 events that matter to a location or payment instrument are re-keyed onto an internal topic
-(packed per partition, :mod:`streams.forwarding`) → ``score_entities`` (entity table) → alerts;
+(packed per partition, everyday sales as runs of their times, :mod:`streams.forwarding`) →
+``score_entities`` (entity table) → alerts;
 ``giftcard.alerts`` → ``act_on_alerts`` → sinks. Both tables are written a batch at a time
 (:mod:`streams.state`): changelog records first, then the local store.
 
@@ -32,7 +33,7 @@ from sinks.metrics import WorkerMetrics
 from streams import topics
 from streams.deadletter import deadletter_headers
 from streams.delivery import Delivery, Inbox, Record
-from streams.forwarding import pack, unpack
+from streams.forwarding import pack, pack_times, times_of, unpack
 from streams.partitioning import partition_for
 from streams.progress import Progress
 from streams.state import BatchTable, Write
@@ -386,8 +387,12 @@ class _Batch:
         self.table = table
         self.pending: list[_Pending] = []
         self.states: dict[bytes, tuple[int, bytes | None]] = {}
-        self.forwards: dict[int, list[tuple[bytes, bytes]]] = {}
+        #: Per entity partition, (key, event bytes or a run of sale times), in order.
+        self.forwards: dict[int, list[tuple[bytes, bytes | list[float]]]] = {}
         self.forwarded_by: dict[int, list[_Pending]] = {}
+        #: Each key's open run of sale times (the last pair of its partition's list for that
+        #: key); a full event for the key closes it, so the key's items keep their order.
+        self.runs: dict[bytes, list[float]] = {}
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         hit = self.states.get(key, _UNSET)
@@ -403,20 +408,42 @@ class _Batch:
         self.states[state_key] = (partition, value)
         return pending
 
-    def forward(self, pending: _Pending, keys: list[str], value: bytes, partitions: int) -> None:
-        """Queue ``value`` for the entity scope under each key (see :meth:`send_forwards`)."""
+    def forward(self, pending: _Pending, keys: tuple[str, ...], value: bytes,
+                partitions: int) -> None:
+        """Queue ``value`` for the entity scope under each key (see :meth:`_send_forwards`)."""
         for k in keys:
             key = k.encode()
-            p = partition_for(key, partitions)
-            self.forwards.setdefault(p, []).append((key, value))
-            by = self.forwarded_by.setdefault(p, [])
-            if not by or by[-1] is not pending:
-                by.append(pending)
+            self.runs.pop(key, None)
+            self.forwards.setdefault(self._route(pending, key, partitions), []).append(
+                (key, value))
+
+    def count(self, pending: _Pending, keys: tuple[str, ...], ts: float,
+              partitions: int) -> None:
+        """Queue an everyday sale's time for each key (``Outcome.counts``): onto the key's
+        open run, or a new run."""
+        for k in keys:
+            key = k.encode()
+            p = self._route(pending, key, partitions)
+            run = self.runs.get(key)
+            if run is None:
+                run = self.runs[key] = []
+                self.forwards.setdefault(p, []).append((key, run))
+            run.append(ts)
+
+    def _route(self, pending: _Pending, key: bytes, partitions: int) -> int:
+        """The key's entity partition; the item's records then include that partition's."""
+        p = partition_for(key, partitions)
+        by = self.forwarded_by.setdefault(p, [])
+        if not by or by[-1] is not pending:
+            by.append(pending)
+        return p
 
     async def _send_forwards(self, w: Worker) -> None:
-        """Hand the forwarded events to the producer, one record per entity partition."""
+        """Hand the forwarded items to the producer, one record per entity partition."""
         for p, items in self.forwards.items():
-            record = await _produce(w, topics.ENTITY_EVENTS, None, pack(items), partition=p)
+            value = pack([(key, v if isinstance(v, bytes) else pack_times(v))
+                          for key, v in items])
+            record = await _produce(w, topics.ENTITY_EVENTS, None, value, partition=p)
             for pending in self.forwarded_by[p]:
                 pending.sent.append(record)  # (one record, shared by the items it carries)
 
@@ -492,23 +519,29 @@ async def _score_card(w: Worker, item: Item, batch: _Batch) -> None:
     pending = batch.add(item, sent, key, msg.partition, value)
     if outcome.forward:
         batch.forward(pending, outcome.forward, item.value, w.partitions)
+    if outcome.counts:
+        batch.count(pending, outcome.counts, ev.ts, w.partitions)
 
 
 async def _score_entity(w: Worker, item: Item, batch: _Batch) -> None:
     key = item.key or b""
     msg = item.msg
-    ev = Event.from_json(item.value)
+    times = times_of(item.value)
+    ev = Event.from_json(item.value) if times is None else None
     state = batch.get(msg.partition, key)
     if state is not None and state[0] == _ENTITY_MARK_TAG:
         _, partition, offset, index = _ENTITY_MARK.unpack_from(state)
         if partition == msg.partition and (msg.offset, item.index) <= (offset, index):
             return  # replayed
         state = state[_ENTITY_MARK.size:]
+    mark = _ENTITY_MARK.pack(_ENTITY_MARK_TAG, msg.partition, msg.offset, item.index)
+    if ev is None:  # a run of everyday sales: counted, never alerting
+        counted = w.engine.on_entity_counts(key.decode(), times or (), state)
+        batch.add(item, [], key, msg.partition, mark + counted)
+        return
     outcome = w.engine.on_entity_event(key.decode(), ev, state)
     sent = await _publish(w, ev, outcome.alerts, None)
-    value = (None if outcome.state is None
-             else _ENTITY_MARK.pack(_ENTITY_MARK_TAG, msg.partition, msg.offset, item.index)
-             + outcome.state)
+    value = None if outcome.state is None else mark + outcome.state
     batch.add(item, sent, key, msg.partition, value)
 
 

@@ -145,10 +145,8 @@ def reference(run: Run, events: Iterable[Event] | None = None) -> Reference:
         o = engine.on_card_event(e, ref.card_states.get(e.card_id))
         ref.card_states[e.card_id] = o.state
         ref.card_alerts.update((a.alert_id, a) for a in o.alerts)
-        for key in o.forward:
-            eo = engine.on_entity_event(key, e, ref.entity_states.get(key))
-            ref.entity_states[key] = eo.state
-            ref.entity_alerts.update((a.alert_id, a) for a in eo.alerts)
+        _, entity_alerts = engine.entity_scope(o, e, ref.entity_states)
+        ref.entity_alerts.update((a.alert_id, a) for a in entity_alerts)
     return ref
 
 

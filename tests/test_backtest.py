@@ -58,7 +58,7 @@ def test_worker_routing_gives_the_same_alerts_as_the_backtest(simulated):
 
     engine = Engine(locations=locations)
     cards: dict[str, bytes | None] = {}
-    queues: dict[str, list[Event]] = defaultdict(list)
+    queues: dict[str, list[Event | list[float]]] = defaultdict(list)
     alerts = []
     for e in events:
         out = engine.on_card_event(e, cards.get(e.card_id))
@@ -66,15 +66,25 @@ def test_worker_routing_gives_the_same_alerts_as_the_backtest(simulated):
         alerts += out.alerts
         for key in out.forward:
             queues[key].append(e)
+        for key in out.counts:         # everyday sales: runs of sale times, as the worker packs
+            queue = queues[key]
+            if queue and isinstance(queue[-1], list):
+                queue[-1].append(e.ts)
+            else:
+                queue.append([e.ts])
+    assert any(isinstance(x, list) and len(x) > 1 for q in queues.values() for x in q)
     rng = random.Random(5)
     entities: dict[str, bytes | None] = {}
     keys = list(queues)
     while keys:                        # drain the per-key queues in a shuffled interleaving
         key = rng.choice(keys)
-        e = queues[key].pop(0)
-        out = engine.on_entity_event(key, e, entities.get(key))
-        entities[key] = out.state
-        alerts += out.alerts
+        item = queues[key].pop(0)
+        if isinstance(item, list):
+            entities[key] = engine.on_entity_counts(key, item, entities.get(key))
+        else:
+            out = engine.on_entity_event(key, item, entities.get(key))
+            entities[key] = out.state
+            alerts += out.alerts
         if not queues[key]:
             keys.remove(key)
     as_set = lambda xs: sorted(orjson.dumps(a.to_dict(), option=orjson.OPT_SORT_KEYS)  # noqa: E731

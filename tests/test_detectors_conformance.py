@@ -87,13 +87,9 @@ def run(engine, events, cards=None, entities=None):
         o = engine.on_card_event(e, cards.get(e.card_id))
         cards[e.card_id] = o.state
         alerts += o.alerts
-        score = o.score
-        for key in o.forward:
-            eo = engine.on_entity_event(key, e, entities.get(key))
-            entities[key] = eo.state
-            alerts += eo.alerts
-            score = max(score, eo.score)
-        scores.append(score)
+        entity_score, entity_alerts = engine.entity_scope(o, e, entities)
+        alerts += entity_alerts
+        scores.append(max(o.score, entity_score))
     return alerts, scores, cards, entities
 
 

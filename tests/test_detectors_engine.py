@@ -20,16 +20,40 @@ def test_engine_works_without_policy_or_locations():
     out = engine.on_card_event(ev("activate", 5000, 0), None)
     assert isinstance(out, Outcome)
     assert isinstance(out.state, bytes) and out.alerts == [] and out.score == 0.0
-    assert out.forward == ("loc:L1",)
+    assert out.forward == () and out.counts == ("loc:L1",)   # an everyday sale: counted only
     assert engine.model_version.startswith("giftguard-detectors-")
 
 
 def test_sale_forwards_to_location_and_instrument():
     out = Engine().on_card_event(ev("activate", 20000, 0, payment_ref="p1"), None)
     assert out.forward == ("loc:L1", "pi:p1")
-    # Instrument windows only hold high-value sales.
+    assert out.counts == ()
+    # Instrument windows only hold high-value sales; an everyday sale only counts at the store.
     out = Engine().on_card_event(ev("activate", 5000, 0, payment_ref="p1"), None)
-    assert out.forward == ("loc:L1",)
+    assert out.forward == () and out.counts == ("loc:L1",)
+
+
+def test_counting_everyday_sales_is_scoring_them_as_events():
+    """``on_entity_counts`` over a run of sale times leaves a location's state exactly as
+    ``on_entity_event`` over each of those sales (which never alert); a later high-value sale
+    is scored the same either way."""
+    sales = [ev("activate", 2500 + 100 * i, 3 * i, card=f"c{i}") for i in range(40)]
+    big = ev("activate", 50000, 200, card="big")
+    one, runs = Engine(), Engine()
+    state_one = state_runs = None
+    for e in sales:
+        out = one.on_entity_event("loc:L1", e, state_one)
+        assert out.alerts == [] and out.score == 0.0
+        state_one = out.state
+    for chunk in (sales[:1], sales[1:25], sales[25:]):
+        state_runs = runs.on_entity_counts("loc:L1", [e.ts for e in chunk], state_runs)
+    assert state_runs == state_one
+    a = one.on_entity_event("loc:L1", big, state_one)
+    b = runs.on_entity_event("loc:L1", big, state_runs)
+    assert (a.state, a.score) == (b.state, b.score)
+    # The counts changed the location's state: a store with no sales counted is another store.
+    fresh = Engine().on_entity_event("loc:L1", big, None)
+    assert fresh.state != a.state
 
 
 def test_manual_credit_without_sale_is_forwarded_to_location_and_employee():
