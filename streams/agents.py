@@ -20,7 +20,7 @@ import logging
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -34,7 +34,7 @@ from streams import topics
 from streams.deadletter import deadletter_headers
 from streams.delivery import Delivery, Inbox, Record
 from streams.forwarding import pack, pack_times, times_of, unpack
-from streams.partitioning import partition_for
+from streams.partitioning import EntityPlacement
 from streams.progress import Progress
 from streams.state import BatchTable, Write
 
@@ -64,8 +64,8 @@ class Worker:
     #: An extra alert for an event on a held card (value taken off it), from the hold registry.
     #: (The event and the partition of its record: the card's partition.)
     held_alert: Callable[[Event, int], Alert | None] | None = None
-    #: Partitions of every topic (the entity topic's, to place forwarded events).
-    partitions: int = 1
+    #: The entity partition of each forwarded key (streams/partitioning.py).
+    place: Callable[[bytes], int] = field(default_factory=lambda: EntityPlacement((), 1))
 
 
 def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False) -> faust.TopicT:
@@ -104,7 +104,8 @@ def register(app: faust.App, engine: Engine, metrics: WorkerMetrics, on_alert: A
         cards=app.Table("cards", **table_args),
         entities=app.Table("entities", **table_args),
         progress=progress,
-        partitions=partitions,
+        place=EntityPlacement((loc.location_id for loc in engine.locations.locations),
+                              partitions),
     )
 
     card_table, entity_table = BatchTable(app, w.cards), BatchTable(app, w.entities)
@@ -409,30 +410,30 @@ class _Batch:
         return pending
 
     def forward(self, pending: _Pending, keys: tuple[str, ...], value: bytes,
-                partitions: int) -> None:
+                place: Callable[[bytes], int]) -> None:
         """Queue ``value`` for the entity scope under each key (see :meth:`_send_forwards`)."""
         for k in keys:
             key = k.encode()
             self.runs.pop(key, None)
-            self.forwards.setdefault(self._route(pending, key, partitions), []).append(
+            self.forwards.setdefault(self._route(pending, key, place), []).append(
                 (key, value))
 
     def count(self, pending: _Pending, keys: tuple[str, ...], ts: float,
-              partitions: int) -> None:
+              place: Callable[[bytes], int]) -> None:
         """Queue an everyday sale's time for each key (``Outcome.counts``): onto the key's
         open run, or a new run."""
         for k in keys:
             key = k.encode()
-            p = self._route(pending, key, partitions)
+            p = self._route(pending, key, place)
             run = self.runs.get(key)
             if run is None:
                 run = self.runs[key] = []
                 self.forwards.setdefault(p, []).append((key, run))
             run.append(ts)
 
-    def _route(self, pending: _Pending, key: bytes, partitions: int) -> int:
+    def _route(self, pending: _Pending, key: bytes, place: Callable[[bytes], int]) -> int:
         """The key's entity partition; the item's records then include that partition's."""
-        p = partition_for(key, partitions)
+        p = place(key)
         by = self.forwarded_by.setdefault(p, [])
         if not by or by[-1] is not pending:
             by.append(pending)
@@ -518,9 +519,9 @@ async def _score_card(w: Worker, item: Item, batch: _Batch) -> None:
              else _MARK.pack(_MARK_TAG, msg.partition, msg.offset) + outcome.state)
     pending = batch.add(item, sent, key, msg.partition, value)
     if outcome.forward:
-        batch.forward(pending, outcome.forward, item.value, w.partitions)
+        batch.forward(pending, outcome.forward, item.value, w.place)
     if outcome.counts:
-        batch.count(pending, outcome.counts, ev.ts, w.partitions)
+        batch.count(pending, outcome.counts, ev.ts, w.place)
 
 
 async def _score_entity(w: Worker, item: Item, batch: _Batch) -> None:

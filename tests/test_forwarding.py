@@ -1,6 +1,7 @@
 """The card scope's forwarded records, packed the worker's way, and read back by the entity scope:
 everyday sales travel as runs of sale times, each key's items stay in its events' order, and the
-entity states come out as the backtest's inline routing leaves them."""
+entity states come out as the backtest's inline routing leaves them; known locations are placed
+round-robin."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from streams import topics
 from streams.agents import _ENTITY_MARK, Item, _Batch, _score_card, _score_entity
 from streams.delivery import Record
 from streams.forwarding import times_of, unpack
+from streams.partitioning import EntityPlacement
 
 PARTITIONS = 4
 
@@ -53,7 +55,7 @@ class Table:
 def _worker(engine: Engine, producer: Recorder) -> Any:
     return SimpleNamespace(app=SimpleNamespace(producer=producer), engine=engine,
                            metrics=worker_metrics(CollectorRegistry()), held_alert=None,
-                           classify=None, partitions=PARTITIONS)
+                           classify=None, place=EntityPlacement(["L1", "L2"], PARTITIONS))
 
 
 async def test_everyday_sales_go_as_runs_and_leave_the_states_the_backtest_does() -> None:
@@ -78,6 +80,9 @@ async def test_everyday_sales_go_as_runs_and_leave_the_states_the_backtest_does(
     ts = [e.ts for e in events]
     assert by_key[b"loc:L1"] == [[ts[0], ts[1]], "event", [ts[4], ts[5]]]
     assert by_key[b"loc:L2"] == [[ts[2]]]
+    # The known locations go round-robin in the file's order, not by hash.
+    placed = {key: p for p, pairs in forwarded for key, _ in pairs if key.startswith(b"loc:")}
+    assert placed == {b"loc:L1": 0, b"loc:L2": 1}
 
     # The entity scope reads them back: the same states as routing each event inline.
     entities = Table()
