@@ -19,7 +19,7 @@ from detectors.square import normalize_square
 from streams.signatures import SQUARE_SIGNATURE_HEADER, verify_square
 from streams.simulate import main
 from streams.simulation import PATTERNS, TRAPS, SimConfig, SimEvent, generate
-from streams.simulation.output import read_jsonl
+from streams.simulation.output import Tally, read_jsonl
 from streams.simulation.poster import PostConfig, post_events
 
 SMALL = SimConfig(cards=1500, days=14, seed=11)
@@ -149,6 +149,17 @@ def test_balances_are_consistent(events: list[SimEvent]) -> None:
         else:
             assert after == before, ev
         balance[ev.card_id] = after
+
+
+def test_incidents_are_counted_as_the_backtest_counts_them() -> None:
+    events = list(generate(SimConfig(cards=600, days=7, seed=11)))  # one such incident
+    tally = Tally()
+    for e in events:
+        tally.add(e)
+    # An incident whose fraud falls after the run's end left only its victims' events: there is
+    # nothing to catch yet, and the backtest does not count it.
+    fraud = {e.incident_id for e in events if e.is_fraud and e.incident_id}
+    assert tally.as_dict()["incidents"] == len(fraud) > 0
 
 
 def test_files_match_the_library(tmp_path: Path) -> None:

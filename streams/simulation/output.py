@@ -53,7 +53,9 @@ class Tally:
         if is_fraud:
             self.fraud += 1
             self._fraud_cards.add(card_id)
-        if incident_id:
+        if incident_id and is_fraud:
+            # (as the backtest counts them: an incident whose fraud fell after the run's end
+            # left only its victim's events, and nothing to catch)
             self.incidents.add(incident_id)
         if self.first_ms is None:
             self.first_ms = ts_ms
