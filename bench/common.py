@@ -292,13 +292,17 @@ class Rate:
 
 def measure(count: Callable[[], float], target: float, *, timeout: float,
             alive: Callable[[], bool] = lambda: True,
-            pids: Iterable[int] = ()) -> Rate:
+            pids: Iterable[int] = (), launched: float | None = None) -> Rate:
     """Sample ``count()`` until it reaches ``target``; the rate between first progress and the
-    end (see the module docstring). CPU seconds of ``pids`` over the same interval too."""
+    end (see the module docstring). CPU seconds of ``pids`` over the same interval too.
+    ``launched``: when the counted processes were started (count 0, no CPU yet), the reference
+    if the first sample already sees the whole run."""
     pids = list(pids)
     deadline = time.monotonic() + timeout
     first: tuple[float, float, float] | None = None
-    before: tuple[float, float, float] | None = None  # the last sample that saw no progress
+    # the last sample that saw no progress
+    before: tuple[float, float, float] | None = (
+        None if launched is None else (launched, 0.0, 0.0))
     last = 0.0
     while time.monotonic() < deadline:
         if not alive():

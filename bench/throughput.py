@@ -87,6 +87,7 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
     extra = dict(env)
     if locations is not None:
         extra["GIFTGUARD_LOCATIONS"] = str(locations)
+    launched = time.monotonic()
     procs: list[Proc] = [start_worker(bootstrap, workdir, name=f"worker{i + 1}", **extra)
                          for i in range(count)]
     try:
@@ -99,7 +100,8 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         started = time.monotonic()
         broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
         machine_cpu = machine_cpu_seconds()
-        cards = measure(events, expected, timeout=timeout,
+        # (a small run may be over before the first sample: then timed from the launch)
+        cards = measure(events, expected, timeout=timeout, launched=launched,
                         alive=lambda: all(p.alive() for p in procs), pids=[p.pid for p in procs])
         t_cards = time.monotonic()
         broker_busy = ((cpu_seconds(broker_pid) - broker_cpu) / max(1e-9, t_cards - started)

@@ -1,4 +1,5 @@
-"""bench.common.measure: a run that starts and ends between two samples still has a rate."""
+"""bench.common.measure: a run that starts and ends between two samples, or before the first one,
+still has a rate."""
 
 from __future__ import annotations
 
@@ -19,3 +20,9 @@ def test_progress_seen_before_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
     samples = iter([0, 1000, 2000, 3000])
     rate = common.measure(lambda: next(samples), 3000, timeout=5)
     assert rate.records == 2000  # from the first sample that saw progress, as before
+
+
+def test_all_records_before_the_first_sample_timed_from_the_launch() -> None:
+    launched = common.time.monotonic() - 0.5  # the worker started, and was done by the first look
+    rate = common.measure(lambda: 3000, 3000, timeout=5, launched=launched)
+    assert rate.records == 3000 and rate.seconds >= 0.5 and 0 < rate.eps <= 6000
