@@ -35,11 +35,12 @@ def floor(bootstrap: str, workdir: Path, expected: int, timeout: float = 600,
     worker's fetch-at-a-time delivery doing only that)."""
     port = free_port()
     args = ["-m", "bench.floor", "--web-port", str(port)] + (["--batched"] if batched else [])
+    launched = time.monotonic()
     proc = start("floor", args, env_for(bootstrap), workdir, port)
     try:
         proc.wait_healthy()
         return measure(lambda: metric_sum(scrape(proc), "bench_events_total"), expected,
-                       timeout=timeout, alive=proc.alive, pids=[proc.pid])
+                       timeout=timeout, alive=proc.alive, pids=[proc.pid], launched=launched)
     finally:
         proc.stop()
 
