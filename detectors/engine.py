@@ -584,7 +584,7 @@ class Engine:
         out of the cache while it is being updated, so an event that fails half-way cannot leave
         it behind."""
         hit = self._decoded.pop(key, None)
-        if hit is not None and (hit[0] is raw or hit[0] == raw):
+        if hit is not None and hit[0] == raw:  # (bytes == tells the same object at once)
             return hit[1]
         return EntityState.decode(raw)
 

@@ -528,7 +528,6 @@ async def _score_entity(w: Worker, item: Item, batch: _Batch) -> None:
     key = item.key or b""
     msg = item.msg
     times = times_of(item.value)
-    ev = Event.from_json(item.value) if times is None else None
     state = batch.get(msg.partition, key)
     if state is not None and state[0] == _ENTITY_MARK_TAG:
         _, partition, offset, index = _ENTITY_MARK.unpack_from(state)
@@ -536,10 +535,11 @@ async def _score_entity(w: Worker, item: Item, batch: _Batch) -> None:
             return  # replayed
         state = state[_ENTITY_MARK.size:]
     mark = _ENTITY_MARK.pack(_ENTITY_MARK_TAG, msg.partition, msg.offset, item.index)
-    if ev is None:  # a run of everyday sales: counted, never alerting
-        counted = w.engine.on_entity_counts(key.decode(), times or (), state)
+    if times is not None:  # a run of everyday sales: counted, never alerting
+        counted = w.engine.on_entity_counts(key.decode(), times, state)
         batch.add(item, [], key, msg.partition, mark + counted)
         return
+    ev = Event.from_json(item.value)
     outcome = w.engine.on_entity_event(key.decode(), ev, state)
     sent = await _publish(w, ev, outcome.alerts, None)
     value = None if outcome.state is None else mark + outcome.state

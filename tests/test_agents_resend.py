@@ -4,7 +4,6 @@ dead-lettering the event (which left the card's state without it: the rebalance 
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,24 +14,7 @@ from prometheus_client import CollectorRegistry
 import streams.agents
 from sinks.metrics import worker_metrics
 from streams.agents import _produce, _settle
-
-
-class ScriptedProducer:
-    """Answers each send of a topic with the next outcome of its script (then success)."""
-
-    def __init__(self, script: dict[str, list[BaseException]]) -> None:
-        self.script = script
-        self.sends: list[str] = []
-
-    async def send(self, topic: str, key: Any, value: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        self.sends.append(topic)
-        future = asyncio.get_running_loop().create_future()
-        outcomes = self.script.get(topic, [])
-        if outcomes:
-            future.set_exception(outcomes.pop(0))
-        else:
-            future.set_result(SimpleNamespace(partition=kwargs.get("partition") or 0, offset=7))
-        return future
+from tests.fakes.producer import ScriptedProducer
 
 
 def _worker(producer: ScriptedProducer) -> Any:

@@ -5,7 +5,6 @@ round-robin."""
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,21 +19,9 @@ from streams.agents import _ENTITY_MARK, Item, _Batch, _score_card, _score_entit
 from streams.delivery import Record
 from streams.forwarding import times_of, unpack
 from streams.partitioning import EntityPlacement
+from tests.fakes.producer import ScriptedProducer
 
 PARTITIONS = 4
-
-
-class Recorder:
-    """A producer that acknowledges every send and keeps what it was sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int | None, bytes]] = []
-
-    async def send(self, topic: str, key: Any, value: bytes, **kwargs: Any) -> asyncio.Future:
-        self.sent.append((topic, kwargs.get("partition"), value))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(SimpleNamespace(partition=kwargs.get("partition") or 0, offset=1))
-        return future
 
 
 class Table:
@@ -52,7 +39,7 @@ class Table:
             self.data[key] = value
 
 
-def _worker(engine: Engine, producer: Recorder) -> Any:
+def _worker(engine: Engine, producer: ScriptedProducer) -> Any:
     return SimpleNamespace(app=SimpleNamespace(producer=producer), engine=engine,
                            metrics=worker_metrics(CollectorRegistry()), held_alert=None,
                            classify=None, place=EntityPlacement(["L1", "L2"], PARTITIONS))
@@ -63,7 +50,7 @@ async def test_everyday_sales_go_as_runs_and_leave_the_states_the_backtest_does(
               ev("activate", 2000, 3, card="c", loc="L2"),
               ev("activate", 50000, 4, card="d"),               # high-value: the whole event
               ev("activate", 4000, 5, card="e"), ev("load", 1500, 6, card="a")]
-    engine, producer = Engine(), Recorder()
+    engine, producer = Engine(), ScriptedProducer()
     w = _worker(engine, producer)
     batch = _Batch(Table())  # type: ignore[arg-type]
     for offset, e in enumerate(events):
@@ -86,7 +73,7 @@ async def test_everyday_sales_go_as_runs_and_leave_the_states_the_backtest_does(
 
     # The entity scope reads them back: the same states as routing each event inline.
     entities = Table()
-    ew = _worker(Engine(), Recorder())
+    ew = _worker(Engine(), ScriptedProducer())
     ebatch = _Batch(entities)  # type: ignore[arg-type]
     for offset, (p, pairs) in enumerate(forwarded):
         record = Record(TP(topics.ENTITY_EVENTS, p), offset, None, b"")
