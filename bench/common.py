@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,27 @@ def machine_cpu_seconds() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+#: The names (``comm``, cut to 15 characters) of the HotSpot JIT compiler threads.
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_cpu_seconds(pid: int) -> float:
+    """CPU time a JVM's JIT compiler threads have used so far (0 when it is gone).
+
+    A fresh broker compiles its produce and fetch paths for its first minute or two of load,
+    taking CPU from whatever shares the machine with it (bench/README.md, the warm-up)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if (task / "comm").read_text().strip() not in JIT_THREADS:
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # (a thread that ended meanwhile)
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -288,6 +309,16 @@ class Rate:
     @property
     def eps(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+def median_index(values: Sequence[float]) -> int:
+    """Where the median of ``values`` is (the lower of the middle two for an even count).
+
+    >>> median_index([1.49, 1.71, 1.62])
+    2
+    """
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    return order[(len(order) - 1) // 2]
 
 
 def measure(count: Callable[[], float], target: float, *, timeout: float,

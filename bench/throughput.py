@@ -17,6 +17,7 @@ from bench.common import (
     cpu_seconds,
     env_for,
     free_port,
+    jit_cpu_seconds,
     log,
     machine_cpu_seconds,
     measure,
@@ -57,6 +58,8 @@ class WorkerRun:
     broker_cpus_busy: float | None = None
     #: CPUs busy on the whole machine meanwhile (every process, the benchmark's own included)
     machine_cpus_busy: float | None = None
+    #: Of the broker's, the CPUs its JIT compiler threads kept busy
+    broker_jit_cpus_busy: float | None = None
 
 
 async def _group_drained(bootstrap: str, names: tuple[str, ...], timeout: float) -> float:
@@ -100,6 +103,7 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
 
         started = time.monotonic()
         broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
+        broker_jit = jit_cpu_seconds(broker_pid) if broker_pid else 0.0
         machine_cpu = machine_cpu_seconds()
         # (a small run may be over before the first sample: then timed from the launch)
         cards = measure(events, expected, timeout=timeout, launched=launched,
@@ -107,6 +111,8 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         t_cards = time.monotonic()
         broker_busy = ((cpu_seconds(broker_pid) - broker_cpu) / max(1e-9, t_cards - started)
                        if broker_pid else None)
+        jit_busy = ((jit_cpu_seconds(broker_pid) - broker_jit) / max(1e-9, t_cards - started)
+                    if broker_pid else None)
         machine_busy = (machine_cpu_seconds() - machine_cpu) / max(1e-9, t_cards - started)
         # measure() started its clock at the first progress, cards.seconds before t_cards
         t_first = t_cards - cards.seconds
@@ -118,7 +124,7 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         rss = [_rss(p) for p in procs]
         log(f"{count} worker(s): {cards.eps:,.0f} ev/s card scope, {all_hops.eps:,.0f} ev/s "
             f"all hops drained (+{t_drained - t_cards:.1f} s), {alerts:,.0f} alerts")
-        return WorkerRun(cards, all_hops, alerts, rss, broker_busy, machine_busy)
+        return WorkerRun(cards, all_hops, alerts, rss, broker_busy, machine_busy, jit_busy)
     finally:
         for p in procs:
             p.stop()

@@ -26,3 +26,12 @@ def test_all_records_before_the_first_sample_timed_from_the_launch() -> None:
     launched = common.time.monotonic() - 0.5  # the worker started, and was done by the first look
     rate = common.measure(lambda: 3000, 3000, timeout=5, launched=launched)
     assert rate.records == 3000 and rate.seconds >= 0.5 and 0 < rate.eps <= 6000
+
+
+@pytest.mark.parametrize(("values", "index"), [
+    ([1.49], 0),
+    ([1.49, 1.71, 1.62], 2),
+    ([1.71, 1.49, 1.62, 1.55], 3),  # the lower of the middle two
+])
+def test_median_index(values: list[float], index: int) -> None:
+    assert common.median_index(values) == index

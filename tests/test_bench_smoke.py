@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from bench import ceiling, latency, run, throughput
-from bench.common import preload, reset
+from bench.common import jit_cpu_seconds, preload, reset
 from bench.data import Dataset, activations, dataset
 from streams import topics
+from streams.broker import DevBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -22,7 +23,8 @@ def small() -> Dataset:
     return dataset(3_000)
 
 
-def test_throughput_and_latency(bootstrap: str, small: Dataset, tmp_path: Path) -> None:
+def test_throughput_and_latency(kafka: DevBroker, bootstrap: str, small: Dataset,
+                                tmp_path: Path) -> None:
     records = list(small.records())
     assert records and all(key.startswith(b"gftc:") for key, _ in records[:10])
 
@@ -39,8 +41,15 @@ def test_throughput_and_latency(bootstrap: str, small: Dataset, tmp_path: Path) 
     assert batched.eps > 0  # (measure() raises unless every record was read)
     asyncio.run(reset(bootstrap))
     asyncio.run(preload(bootstrap, topics.TRANSACTIONS, records))
-    w = throughput.workers(bootstrap, tmp_path / "worker", n, 1, small.locations, timeout=90)
+    assert kafka.process is not None
+    jit_before = jit_cpu_seconds(kafka.process.pid)
+    w = throughput.workers(bootstrap, tmp_path / "worker", n, 1, small.locations, timeout=90,
+                           broker_pid=kafka.process.pid)
     assert w.cards.eps > 0 and w.all_hops.eps > 0 and w.rss_bytes[0] > 0
+    # the broker's JIT threads are found by name (a fresh JVM compiles all along this test)
+    assert jit_cpu_seconds(kafka.process.pid) > jit_before
+    assert w.broker_jit_cpus_busy is not None and w.broker_cpus_busy is not None
+    assert 0 <= w.broker_jit_cpus_busy <= w.broker_cpus_busy
 
     asyncio.run(reset(bootstrap))
     [step] = latency.run_steps(bootstrap, tmp_path / "latency", small.envelopes,
@@ -51,10 +60,14 @@ def test_throughput_and_latency(bootstrap: str, small: Dataset, tmp_path: Path) 
 
     res = {"events": n, "ceiling_eps": top.eps, "faust_floor_eps": floor.eps,
            "faust_floor_batched_eps": batched.eps, "worker_eps": w.all_hops.eps,
+           "two_workers_eps": 1.6 * w.all_hops.eps,
+           "throughput_pairs": [{"ratio": 1.6}, {"ratio": 1.75}, {"ratio": 1.5}],
            "latency": [step.as_dict()]}
     lines = run.table(res)
     assert lines[0].startswith("| measurement") and any("Faust floor" in r for r in lines)
     assert any("fetch-at-a-time delivery" in r for r in lines)
+    [two] = [r for r in lines if "2 processes" in r]
+    assert "median of 3 pairs, 1.50–1.75" in two and "| 1.60 " in two
 
 
 def test_activations_are_distinct_cards() -> None:
