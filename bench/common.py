@@ -61,8 +61,8 @@ JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
 def jit_cpu_seconds(pid: int) -> float:
     """CPU time a JVM's JIT compiler threads have used so far (0 when it is gone).
 
-    A fresh broker compiles its produce and fetch paths for its first minute or two of load,
-    taking CPU from whatever shares the machine with it (bench/README.md, the warm-up)."""
+    A fresh broker compiles its produce and fetch paths through the benchmark's first two passes
+    of its data, taking CPU from whatever shares the machine with it (bench/README.md)."""
     total = 0
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:

@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> dict:
         if scaling:
             def _warm_up() -> None:
                 # Unmeasured: a fresh broker's JVM compiles its produce and fetch paths over
-                # its first two passes of this data, its JIT threads taking 0.12-0.17 of the
-                # two CPUs meanwhile (0.01-0.02 once warm), CPU the two workers need.
+                # its first two passes of this data, its JIT threads taking 0.12-0.19 of the
+                # two CPUs meanwhile (0.01-0.03 once warm), CPU the two workers need.
                 fresh_topic()
                 w = throughput.workers(bs, workdir / "warmup", n, 2, ds.locations,
                                        broker_pid=broker.pid)
