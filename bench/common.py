@@ -63,16 +63,14 @@ def jit_cpu_seconds(pid: int) -> float:
 
     A fresh broker compiles its produce and fetch paths through the benchmark's first two passes
     of its data, taking CPU from whatever shares the machine with it (bench/README.md)."""
-    total = 0
+    total = 0.0
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            if (task / "comm").read_text().strip() not in JIT_THREADS:
-                continue
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            if (task / "comm").read_text().strip() in JIT_THREADS:
+                total += _stat_cpu_seconds(task / "stat")
         except OSError:  # (a thread that ended meanwhile)
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def rss_bytes(pid: int) -> int:
@@ -85,7 +83,12 @@ def rss_bytes(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_cpu_seconds(stat: Path) -> float:
+    """User + system CPU time in a ``/proc`` ``stat`` file (a process's or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,19 +102,19 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         def events() -> float:
             return sum(metric_sum(scrape(p), "giftguard_events_total") for p in procs)
 
+        # CPU counters read around the card phase: CPUs each kept busy meanwhile
+        counters: dict[str, Callable[[], float]] = {"machine": machine_cpu_seconds}
+        if broker_pid:
+            counters.update(broker=lambda: cpu_seconds(broker_pid),
+                            jit=lambda: jit_cpu_seconds(broker_pid))
         started = time.monotonic()
-        broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
-        broker_jit = jit_cpu_seconds(broker_pid) if broker_pid else 0.0
-        machine_cpu = machine_cpu_seconds()
+        before = {name: read() for name, read in counters.items()}
         # (a small run may be over before the first sample: then timed from the launch)
         cards = measure(events, expected, timeout=timeout, launched=launched,
                         alive=lambda: all(p.alive() for p in procs), pids=[p.pid for p in procs])
         t_cards = time.monotonic()
-        broker_busy = ((cpu_seconds(broker_pid) - broker_cpu) / max(1e-9, t_cards - started)
-                       if broker_pid else None)
-        jit_busy = ((jit_cpu_seconds(broker_pid) - broker_jit) / max(1e-9, t_cards - started)
-                    if broker_pid else None)
-        machine_busy = (machine_cpu_seconds() - machine_cpu) / max(1e-9, t_cards - started)
+        busy = {name: (read() - before[name]) / max(1e-9, t_cards - started)
+                for name, read in counters.items()}
         # measure() started its clock at the first progress, cards.seconds before t_cards
         t_first = t_cards - cards.seconds
         t_drained = asyncio.run(_group_drained(
@@ -124,7 +125,8 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         rss = [_rss(p) for p in procs]
         log(f"{count} worker(s): {cards.eps:,.0f} ev/s card scope, {all_hops.eps:,.0f} ev/s "
             f"all hops drained (+{t_drained - t_cards:.1f} s), {alerts:,.0f} alerts")
-        return WorkerRun(cards, all_hops, alerts, rss, broker_busy, machine_busy, jit_busy)
+        return WorkerRun(cards, all_hops, alerts, rss, busy.get("broker"), busy["machine"],
+                         busy.get("jit"))
     finally:
         for p in procs:
             p.stop()

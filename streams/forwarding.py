@@ -4,9 +4,11 @@ The card agent forwards about every second event to the location, payment instru
 employee it concerns (``loc:…``, ``pi:…``, ``emp:…``). One Kafka record per forwarded event
 would cost a whole Faust event on the entity side for a few microseconds of work; instead each
 batch sends one record per partition of ``giftguard-entity-events``, holding the (entity key,
-event) pairs bound there in order. The partition of a key is Kafka's default (murmur2), so a key
-always lands on the same partition and its table partition with it. The topic is internal: other
-services read ``giftcard.transactions`` and ``giftcard.alerts``, one event per record.
+event) pairs bound there in order. The partition of a key is fixed
+(:class:`streams.partitioning.EntityPlacement`: the known locations round-robin, other keys by
+Kafka's default, murmur2), so a key always lands on the same partition and its table partition
+with it. The topic is internal: other services read ``giftcard.transactions`` and
+``giftcard.alerts``, one event per record.
 
 An everyday sale at a location only counts towards its rates of sales (``Outcome.counts``):
 instead of the event, the pair's value is a run of sale times, several sales of a key in one
