@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import faust
+from faust.types import ProducerT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from streams.producers import FaustTrackingProducer
 from streams.settings import Settings
 
 
@@ -30,11 +32,15 @@ class FlowControl(FlowControlEvent):
 
 
 class App(faust.App):
-    """faust.App with :class:`FlowControl`."""
+    """faust.App with :class:`FlowControl` and a producer that keeps its topics' metadata
+    (:mod:`streams.producers`)."""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return FlowControl(loop=self.loop)
+
+    def _new_producer(self) -> ProducerT:
+        return FaustTrackingProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
 
 def create_app(settings: Settings, web_port: int = 6066, web_host: str = "127.0.0.1") -> faust.App:

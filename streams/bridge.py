@@ -39,6 +39,7 @@ from streams.admin import ensure_topics
 from streams.deadletter import deadletter_headers
 from streams.logs import configure_logging
 from streams.partitioning import murmur2, partition_of
+from streams.producers import TrackingProducer
 from streams.readback import ReadBack
 from streams.runtime import tune_gc, use_uvloop
 from streams.settings import Settings
@@ -240,7 +241,7 @@ class Bridge:
             on_answer=lambda status: self.metrics.requests.labels("slack", str(status)).inc())
 
     def _default_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
+        return TrackingProducer(
             bootstrap_servers=self.settings.bootstrap_servers,
             enable_idempotence=True, acks="all", linger_ms=1, compression_type=None,
             request_timeout_ms=int(KAFKA_WRITE_TIMEOUT * 1000))
