@@ -7,7 +7,7 @@ written to untracked. The first write to a topic the metadata lacks then narrows
 to the tracked topics; the untracked ones drop out of the metadata, and a batch already queued
 for one of them finds no leader, retries nothing and fails after ``request_timeout_ms``
 (``NotLeaderForPartitionError``, 30 s here). A worker's scoring batch waited that long at a
-fresh cluster's start (bench/README.md).
+fresh cluster's start (README.md, *Known gaps*).
 
 Here every topic is tracked from its first write, so it stays in every refresh.
 """
