@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import faust
-from faust.types import ProducerT
+from faust.types import ConsumerT, ProducerT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from streams.consumers import GatheringConsumer
 from streams.producers import FaustTrackingProducer
 from streams.settings import Settings
 
@@ -32,8 +33,9 @@ class FlowControl(FlowControlEvent):
 
 
 class App(faust.App):
-    """faust.App with :class:`FlowControl` and a producer that keeps its topics' metadata
-    (:mod:`streams.producers`)."""
+    """faust.App with :class:`FlowControl`, a producer that keeps its topics' metadata
+    (:mod:`streams.producers`) and a consumer whose fetches gather records
+    (:mod:`streams.consumers`)."""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -41,6 +43,12 @@ class App(faust.App):
 
     def _new_producer(self) -> ProducerT:
         return FaustTrackingProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+    def _new_consumer(self) -> ConsumerT:
+        return GatheringConsumer(
+            self.transport, callback=self.topics.on_message, loop=self.loop,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned, beacon=self.beacon)
 
 
 def create_app(settings: Settings, web_port: int = 6066, web_host: str = "127.0.0.1") -> faust.App:
