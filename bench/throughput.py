@@ -61,6 +61,10 @@ class WorkerRun:
     machine_cpus_busy: float | None = None
     #: Of the broker's, the CPUs its JIT compiler threads kept busy
     broker_jit_cpus_busy: float | None = None
+    #: Events each worker scored, and how far apart the workers' first progress was (seconds;
+    #: a worker that started alone and was joined later shows here)
+    events_per_worker: list[float] | None = None
+    start_spread_s: float | None = None
 
 
 async def _group_drained(bootstrap: str, names: tuple[str, ...], timeout: float) -> float:
@@ -99,8 +103,16 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         for p in procs:
             p.wait_healthy()
 
+        first_progress: list[float | None] = [None] * count
+        per_worker = [0.0] * count
+
         def events() -> float:
-            return sum(metric_sum(scrape(p), "giftguard_events_total") for p in procs)
+            now = time.monotonic()
+            for i, p in enumerate(procs):
+                per_worker[i] = metric_sum(scrape(p), "giftguard_events_total")
+                if per_worker[i] > 0 and first_progress[i] is None:
+                    first_progress[i] = now
+            return sum(per_worker)
 
         # CPU counters read around the card phase: CPUs each kept busy meanwhile
         counters: dict[str, Callable[[], float]] = {"machine": machine_cpu_seconds}
@@ -123,10 +135,14 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         all_hops = Rate(cards.records, t_drained - t_first)
         alerts = sum(metric_sum(scrape(p), "giftguard_alerts_total") for p in procs)
         rss = [_rss(p) for p in procs]
+        starts = [t for t in first_progress if t is not None]
+        spread = max(starts) - min(starts) if len(starts) == count else None
         log(f"{count} worker(s): {cards.eps:,.0f} ev/s card scope, {all_hops.eps:,.0f} ev/s "
-            f"all hops drained (+{t_drained - t_cards:.1f} s), {alerts:,.0f} alerts")
+            f"all hops drained (+{t_drained - t_cards:.1f} s), {alerts:,.0f} alerts"
+            + (f"; events per worker {', '.join(f'{n:,.0f}' for n in per_worker)}, first "
+               f"progress {spread:.1f} s apart" if count > 1 and spread is not None else ""))
         return WorkerRun(cards, all_hops, alerts, rss, busy.get("broker"), busy["machine"],
-                         busy.get("jit"))
+                         busy.get("jit"), list(per_worker), spread)
     finally:
         for p in procs:
             p.stop()

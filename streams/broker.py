@@ -65,8 +65,13 @@ def classpath() -> str:
     return os.pathsep.join(str(j) for j in jars)
 
 
-def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
-    """The broker's configuration: one node that is both broker and controller."""
+def server_properties(port: int, controller_port: int, data_dir: Path,
+                      group_join_delay_ms: int = 0) -> str:
+    """The broker's configuration: one node that is both broker and controller.
+
+    ``group_join_delay_ms``: how long a new consumer group waits for more members before its
+    first assignment (Kafka's ``group.initial.rebalance.delay.ms``, 3,000 by default).
+    """
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
@@ -84,8 +89,8 @@ def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
         "transaction.state.log.min.isr=1",
         "share.coordinator.state.topic.replication.factor=1",
         "share.coordinator.state.topic.min.isr=1",
-        # Workers join a group at once instead of waiting 3 s for others.
-        "group.initial.rebalance.delay.ms=0",
+        # 0 by default: a test's workers join a group at once instead of waiting 3 s for others.
+        f"group.initial.rebalance.delay.ms={group_join_delay_ms}",
         "auto.create.topics.enable=true",
         "log.retention.hours=168",
         "",
@@ -100,6 +105,8 @@ class DevBroker:
     data_dir: Path = DEFAULT_DATA_DIR
     heap: str = "512m"
     controller_port: int = 0
+    #: ``group.initial.rebalance.delay.ms`` (:func:`server_properties`)
+    group_join_delay_ms: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -127,7 +134,8 @@ class DevBroker:
             else:
                 self.controller_port = free_port()
                 cport_file.write_text(str(self.controller_port))
-        props.write_text(server_properties(self.port, self.controller_port, self.data_dir))
+        props.write_text(server_properties(self.port, self.controller_port, self.data_dir,
+                                           self.group_join_delay_ms))
         (self.data_dir / "log4j2.yaml").write_text(_LOG4J.format(log=self.data_dir / "broker.log"))
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
