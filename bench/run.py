@@ -30,9 +30,10 @@ ALL = ("ceiling", "floor", "floor_batched", "worker", "two_workers", "latency", 
        "detector")
 
 FULL = dict(events=500_000, latency_seconds=20, bridge_requests=40_000, bridge_warmup=20_000,
-            memory_cards=(100_000, 1_000_000), live_cards=100_000, throughput_pairs=3)
+            memory_cards=(100_000, 1_000_000), live_cards=100_000, throughput_pairs=3,
+            detector_runs=3)
 QUICK = dict(events=60_000, latency_seconds=8, bridge_requests=8_000, bridge_warmup=8_000,
-             memory_cards=(20_000, 200_000), live_cards=0, throughput_pairs=1)
+             memory_cards=(20_000, 200_000), live_cards=0, throughput_pairs=1, detector_runs=1)
 
 TARGETS = {
     "worker_vs_floor": 0.7, "worker_eps": 5_000, "two_workers_scaling": 1.7,
@@ -42,6 +43,12 @@ TARGETS = {
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
+
+
+def _near(r: float, target: float) -> str:
+    """A ratio with two decimals, or, near its target, three cut (not rounded) so that a
+    ratio under its target never reads as the target."""
+    return f"{math.floor(r * 1000) / 1000:.3f}" if abs(r - target) < 0.005 else f"{r:.2f}"
 
 
 def _guarded(res: dict, name: str, fn: Callable[[], None]) -> None:
@@ -207,7 +214,12 @@ def run(args: argparse.Namespace) -> dict:
         res["kafka_seconds"] = time.monotonic() - started
     if "detector" in only:
         def _detector() -> None:
-            d = detector.backtest(ds.envelopes, ds.locations, workdir / "detector")
+            # Runs back to back, the median reported: one run takes about 10 s of the engine's
+            # time, short enough for a busy moment of the shared machine to decide it.
+            runs = [detector.backtest(ds.envelopes, ds.locations, workdir / "detector")
+                    for _ in range(cfg["detector_runs"])]
+            d = runs[median_index([r.detector_eps for r in runs])]
+            res["detector_runs_eps"] = [r.detector_eps for r in runs]
             res["detector_eps"] = d.detector_eps
             res["detector_end_to_end_eps"] = d.end_to_end_eps
             res["detector_state_bytes_per_card"] = d.mean_card_state_bytes
@@ -229,6 +241,9 @@ def _worker_figures(name: str, w: throughput.WorkerRun) -> dict:
     if name == "worker":
         out.update(worker_cpu_us_per_event=1e6 * w.cards.cpu_seconds / max(1, w.cards.records),
                    worker_alerts=w.alerts, worker_rss_bytes_after_run=w.rss_bytes[0])
+    else:
+        out.update(two_workers_events_per_worker=w.events_per_worker,
+                   two_workers_start_spread_s=w.start_spread_s)
     return out
 
 
@@ -272,7 +287,7 @@ def table(res: dict) -> list[str]:
     if g("worker_eps"):
         r = _ratio(g("worker_eps"), g("faust_floor_eps") or 0)
         rows.append(("GiftGuard worker, 1 process (all hops)", f(g("worker_eps"), " ev/s"),
-                     f"floor {f(g('faust_floor_eps'))}", f"{r:.2f}",
+                     f"floor {f(g('faust_floor_eps'))}", _near(r, 0.7),
                      "≥ 0.7 × floor, ≥ 5,000 ev/s",
                      met(r >= 0.7 and g("worker_eps") >= 5000)))
     if g("two_workers_eps"):
@@ -281,7 +296,7 @@ def table(res: dict) -> list[str]:
         spread = (f"; median of {len(ratios)} pairs, {ratios[0]:.2f}–{ratios[-1]:.2f}"
                   if len(ratios) > 1 else "")
         rows.append(("GiftGuard workers, 2 processes", f(g("two_workers_eps"), " ev/s"),
-                     f"1 worker {f(g('worker_eps'))}{spread}", f"{r:.2f}", "≥ 1.7 × one",
+                     f"1 worker {f(g('worker_eps'))}{spread}", _near(r, 1.7), "≥ 1.7 × one",
                      met(r >= 1.7)))
     for s in g("latency", []):
         ok = s["p99_ms"] <= 50 if s["rate"] == 1000 and s["workers"] == 1 else None
@@ -306,8 +321,11 @@ def table(res: dict) -> list[str]:
                      f"{_ratio(g('bytes_per_card'), g('state_bytes_per_card') or 0):.2f}",
                      "≤ 300 B", met(g("bytes_per_card") <= 300)))
     if g("detector_eps"):
+        runs = g("detector_runs_eps") or []
         rows.append(("detector alone (giftguard backtest)", f(g("detector_eps"), " ev/s"),
-                     f"worker {f(g('worker_eps'))}",
+                     f"worker {f(g('worker_eps'))}" + (
+                         f"; median of {len(runs)} runs, {f(min(runs))}–{f(max(runs))}"
+                         if len(runs) > 1 else ""),
                      f"{_ratio(g('detector_eps'), g('worker_eps') or 0):.1f}", "≥ 50,000 ev/s",
                      met(g("detector_eps") >= 50_000)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -62,12 +62,19 @@ def test_throughput_and_latency(kafka: DevBroker, bootstrap: str, small: Dataset
            "faust_floor_batched_eps": batched.eps, "worker_eps": w.all_hops.eps,
            "two_workers_eps": 1.6 * w.all_hops.eps,
            "throughput_pairs": [{"ratio": 1.6}, {"ratio": 1.75}, {"ratio": 1.5}],
-           "latency": [step.as_dict()]}
+           "latency": [step.as_dict()],
+           "detector_eps": 52_000.0, "detector_runs_eps": [52_000.0, 48_000.0, 61_000.0]}
     lines = run.table(res)
     assert lines[0].startswith("| measurement") and any("Faust floor" in r for r in lines)
     assert any("fetch-at-a-time delivery" in r for r in lines)
     [two] = [r for r in lines if "2 processes" in r]
     assert "median of 3 pairs, 1.50–1.75" in two and "| 1.60 " in two
+    # a ratio just under its target is not printed as the target
+    res.update(two_workers_eps=1.6995 * w.all_hops.eps)
+    [two] = [r for r in run.table(res) if "2 processes" in r]
+    assert "| 1.699 " in two and two.rstrip(" |").endswith("**no**")
+    [det] = [r for r in lines if r.startswith("| detector alone")]
+    assert "52,000 ev/s" in det and "median of 3 runs, 48,000–61,000" in det and "| yes" in det
 
 
 def test_activations_are_distinct_cards() -> None:
