@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import ceiling, detector, latency, memory, throughput
-from bench.common import VAR, Broker, load_average, log, median_index, preload, reset
+from bench.common import VAR, Broker, host_speed, load_average, log, median_index, preload, reset
 from bench.data import dataset, location_ids
 from streams import topics
 
@@ -52,7 +52,9 @@ def _near(r: float, target: float) -> str:
 
 
 def _guarded(res: dict, name: str, fn: Callable[[], None]) -> None:
-    """Run one measurement; a failure is recorded (and logged) and the others still run."""
+    """Run one measurement; a failure is recorded (and logged) and the others still run.
+    The machine's speed is taken just before (``host_speed`` in the results)."""
+    res.setdefault("host_speed", {})[name] = host_speed()
     try:
         fn()
     except Exception as exc:  # reported in the results; the other measurements go on
@@ -140,10 +142,12 @@ def run(args: argparse.Namespace) -> dict:
                     for name, count in (steps if k % 2 == 0 else steps[::-1]):
                         if name not in scaling:
                             continue
+                        speed = host_speed()
                         fresh_topic()
                         w = throughput.workers(bs, workdir / f"{name}-{k}", n, count,
                                                ds.locations, broker_pid=broker.pid)
                         pair[name] = _worker_figures(name, w)
+                        pair[name][f"{name}_host_speed"] = speed
                     if len(pair) == 2:
                         pair["ratio"] = _ratio(pair["two_workers"]["two_workers_eps"],
                                                pair["worker"]["worker_eps"])
@@ -344,8 +348,19 @@ def write(res: dict, out_dir: Path) -> None:
              *table(res), "",
              "Ratios compare each figure with its baseline measured in the same run on the same "
              "broker and data; the machine is shared, so absolute numbers move with its load. "
-             "`bench/results.json` has every number.", ""]
+             "`bench/results.json` has every number.", *_speeds(res)]
     (out_dir / "RESULTS.md").write_text("\n".join(lines))
+
+
+def _speeds(res: dict) -> list[str]:
+    """A sentence on how fast the machine ran Python before each measurement."""
+    speeds = res.get("host_speed") or {}
+    if not speeds:
+        return [""]
+    top = max(speeds.values())
+    return ["", "How fast the machine ran a fixed piece of Python just before each measurement "
+            "(`host_speed`), as a share of its fastest in this run: "
+            + ", ".join(f"{name} {v / top:.2f}" for name, v in speeds.items()) + ".", ""]
 
 
 def main(argv: list[str] | None = None) -> int:

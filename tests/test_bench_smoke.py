@@ -77,6 +77,15 @@ def test_throughput_and_latency(kafka: DevBroker, bootstrap: str, small: Dataset
     assert "52,000 ev/s" in det and "median of 3 runs, 48,000–61,000" in det and "| yes" in det
 
 
+def test_host_speed_is_reported_against_the_fastest_of_the_run() -> None:
+    from bench.common import host_speed
+
+    assert host_speed(rounds=3, n=10_000, pause=0) > 10_000  # loops/s, however busy the machine
+    [_, sentence, _] = run._speeds({"host_speed": {"ceiling": 4e6, "floor": 2e6, "worker": 3e6}})
+    assert sentence.endswith("ceiling 1.00, floor 0.50, worker 0.75.")
+    assert run._speeds({}) == [""]
+
+
 def test_activations_are_distinct_cards() -> None:
     keys = [k for k, _ in activations(50, ["L1", "L2"])]
     assert len(set(keys)) == 50
