@@ -125,6 +125,10 @@ class Broker:
 
     def __init__(self, heap: str = "1g") -> None:
         VAR.mkdir(parents=True, exist_ok=True)
+        self._fresh(heap)
+
+    def _fresh(self, heap: str) -> None:
+        """A new data directory (so a new cluster id) and a broker on a new free port."""
         self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-", dir=VAR))
         self.broker = DevBroker(port=free_port(), data_dir=self.data_dir, heap=heap,
                                 group_join_delay_ms=GROUP_JOIN_DELAY_MS)
@@ -139,10 +143,7 @@ class Broker:
                 # parser takes for an option: a fresh directory gets a fresh id
                 log(f"broker did not start ({str(exc)[-120:]}); retrying")
                 shutil.rmtree(self.data_dir, ignore_errors=True)
-                self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-", dir=VAR))
-                self.broker = DevBroker(port=free_port(), data_dir=self.data_dir,
-                                        heap=self.broker.heap,
-                                        group_join_delay_ms=GROUP_JOIN_DELAY_MS)
+                self._fresh(self.broker.heap)
         raise BrokerError("the benchmark's broker did not start three times")
 
     def __exit__(self, *exc: object) -> None:

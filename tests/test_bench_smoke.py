@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import ceiling, latency, run, throughput
-from bench.common import jit_cpu_seconds, preload, reset
+from bench.common import host_speed, jit_cpu_seconds, preload, reset
 from bench.data import Dataset, activations, dataset
 from streams import topics
 from streams.broker import DevBroker
@@ -78,8 +78,6 @@ def test_throughput_and_latency(kafka: DevBroker, bootstrap: str, small: Dataset
 
 
 def test_host_speed_is_reported_against_the_fastest_of_the_run() -> None:
-    from bench.common import host_speed
-
     assert host_speed(rounds=3, n=10_000, pause=0) > 10_000  # loops/s, however busy the machine
     [_, sentence, _] = run._speeds({"host_speed": {"ceiling": 4e6, "floor": 2e6, "worker": 3e6}})
     assert sentence.endswith("ceiling 1.00, floor 0.50, worker 0.75.")
