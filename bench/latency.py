@@ -17,9 +17,11 @@ import orjson
 
 from bench.common import (
     Proc,
+    cpu_seconds,
     env_for,
     free_port,
     log,
+    machine_cpu_seconds,
     metric_sum,
     scrape,
     start,
@@ -110,6 +112,9 @@ class Step:
     backlog_end: float = 0.0
     backlog_growth: float = 0.0  # events/s the backlog grew over the second half
     drained_s: float = 0.0       # after the last POST, until every event was decided
+    #: CPUs each process kept busy while the load ran (``load`` is the client's own process
+    #: time; ``machine`` everything on the machine): where a 2-CPU host's time goes.
+    cpus_busy: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         d = dict(self.__dict__)
@@ -118,7 +123,8 @@ class Step:
 
 
 def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
-              steps: list[tuple[float, int]], seconds: float, skip: int = 0) -> list[Step]:
+              steps: list[tuple[float, int]], seconds: float, skip: int = 0,
+              broker_pid: int | None = None) -> list[Step]:
     """One bridge; for each ``(rate, workers)`` POST ``rate × seconds`` events at ``rate``."""
     bridge = start_bridge(bootstrap, workdir)
     workers: list[Proc] = []
@@ -146,6 +152,7 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
             m0 = [scrape(w) for w in workers]
             done0 = sum(metric_sum(m, "giftguard_events_total") for m in m0)
             acc0 = metric_sum(scrape(bridge), "giftguard_bridge_requests_total")
+            cpu0 = _cpu(bridge, tap, workers, broker_pid)
             t0 = time.monotonic()
             load = _load(bridge, workdir, events, skip, count, tag=tag, rate=rate)
             skip += count
@@ -156,7 +163,11 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
                 step.backlog.append((time.monotonic() - t0, max(0.0, accepted - (done - done0))))
             _wait(load, 30)
             t_end = time.monotonic()
+            cpu1 = _cpu(bridge, tap, workers, broker_pid)
             info = orjson.loads((workdir / f"load-{tag}.json").read_bytes())
+            cpu1["load"] = cpu0.get("load", 0.0) + info.get("cpu_seconds", 0.0)
+            step.cpus_busy = {k: round((cpu1[k] - cpu0.get(k, 0.0)) / (t_end - t0), 3)
+                              for k in cpu1}
             step.sent, step.ok = info["sent"], info["ok"]
             step.achieved = info["sent"] / info["seconds"]
             while time.monotonic() - t_end < 120:  # drain: every accepted event decided
@@ -189,12 +200,24 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
                 f"({step.achieved:,.0f}/s) alerts {step.samples} p50 {step.p50_ms:.1f} "
                 f"p95 {step.p95_ms:.1f} p99 {step.p99_ms:.1f} ms; decision p99 "
                 f"{step.decision_p99_ms:.1f} ms; backlog end {step.backlog_end:.0f} "
-                f"growth {step.backlog_growth:+.1f}/s drained {step.drained_s:.1f}s")
+                f"growth {step.backlog_growth:+.1f}/s drained {step.drained_s:.1f}s; CPUs "
+                + " ".join(f"{k} {v:.2f}" for k, v in step.cpus_busy.items()))
             results.append(step)
         return results
     finally:
         for p in [tap, *workers, bridge]:
             p.stop()
+
+
+def _cpu(bridge: Proc, tap: Proc, workers: list[Proc], broker_pid: int | None
+         ) -> dict[str, float]:
+    """CPU seconds used so far by each process of a latency step, and by the whole machine."""
+    out = {"bridge": cpu_seconds(bridge.pid), "tap": cpu_seconds(tap.pid),
+           "workers": sum(cpu_seconds(w.pid) for w in workers),
+           "machine": machine_cpu_seconds()}
+    if broker_pid is not None:
+        out["broker"] = cpu_seconds(broker_pid)
+    return out
 
 
 def http_floor_app() -> None:
@@ -228,8 +251,6 @@ def bridge_capacity(bootstrap: str, workdir: Path, events: Path, count: int, ski
                     concurrency: int = 32, floor: bool = False, clients: int = 2) -> BridgeRun:
     """Closed-loop signed POSTs from ``clients`` processes, ``concurrency`` at a time each,
     every one acknowledged by Kafka (or, with ``floor``, by a bare aiohttp app)."""
-    from bench.common import cpu_seconds
-
     if floor:
         port = free_port()
         server = start("http-floor", ["-m", "bench.latency", "http-floor", str(port)],

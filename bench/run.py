@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> dict:
                 asyncio.run(reset(bs))
                 secs = cfg["latency_seconds"]
                 steps = latency.run_steps(bs, workdir / "latency", ds.envelopes, ds.locations,
-                                          [(500, 1), (1000, 1), (2000, 1), (2000, 2)], secs)
+                                          [(500, 1), (1000, 1), (2000, 1), (2000, 2)], secs,
+                                          broker_pid=broker.pid)
                 res["latency"] = [s.as_dict() for s in steps]
                 at1k = next(s for s in steps if s.rate == 1000)
                 res["latency_p50_ms"] = at1k.p50_ms
@@ -349,7 +350,7 @@ def write(res: dict, out_dir: Path) -> None:
              *table(res), "",
              "Ratios compare each figure with its baseline measured in the same run on the same "
              "broker and data; the machine is shared, so absolute numbers move with its load. "
-             "`bench/results.json` has every number.", *_speeds(res)]
+             "`bench/results.json` has every number.", *_speeds(res), *_latency_cpus(res)]
     (out_dir / "RESULTS.md").write_text("\n".join(lines))
 
 
@@ -362,6 +363,21 @@ def _speeds(res: dict) -> list[str]:
     return ["", "How fast the machine ran a fixed piece of Python just before each measurement "
             "(`host_speed`), as a share of its fastest in this run: "
             + ", ".join(f"{name} {v / top:.2f}" for name, v in speeds.items()) + ".", ""]
+
+
+def _latency_cpus(res: dict) -> list[str]:
+    """A sentence on where the two CPUs went during each latency step."""
+    steps = [s for s in res.get("latency", []) if s.get("cpus_busy")]
+    if not steps:
+        return []
+    parts = []
+    for s in steps:
+        c = s["cpus_busy"]
+        who = ", ".join(f"{k} {c[k]:.2f}" for k in ("broker", "workers", "bridge", "load", "tap")
+                        if k in c)
+        parts.append(f"{s['rate']:,.0f}/s × {s['workers']}: {c.get('machine', 0):.2f} ({who})")
+    return ["CPUs busy during each latency step, the whole machine (broker, workers, bridge, "
+            "load generator, alert tap): " + "; ".join(parts) + ".", ""]
 
 
 def main(argv: list[str] | None = None) -> int:
