@@ -165,9 +165,8 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
             t_end = time.monotonic()
             cpu1 = _cpu(bridge, tap, workers, broker_pid)
             info = orjson.loads((workdir / f"load-{tag}.json").read_bytes())
-            cpu1["load"] = cpu0.get("load", 0.0) + info.get("cpu_seconds", 0.0)
-            step.cpus_busy = {k: round((cpu1[k] - cpu0.get(k, 0.0)) / (t_end - t0), 3)
-                              for k in cpu1}
+            step.cpus_busy = {k: round((cpu1[k] - cpu0[k]) / (t_end - t0), 3) for k in cpu1}
+            step.cpus_busy["load"] = round(info["cpu_seconds"] / (t_end - t0), 3)
             step.sent, step.ok = info["sent"], info["ok"]
             step.achieved = info["sent"] / info["seconds"]
             while time.monotonic() - t_end < 120:  # drain: every accepted event decided
