@@ -104,6 +104,21 @@ def cpu_seconds(pid: int) -> float:
     return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
 
 
+class CpuClock:
+    """CPU-time counters (name → a reader of CPU seconds so far) read when this is made;
+    :meth:`busy` gives the CPUs each kept busy since."""
+
+    def __init__(self, counters: dict[str, Callable[[], float]]) -> None:
+        self.counters = counters
+        self.started = time.monotonic()
+        self.before = {name: read() for name, read in counters.items()}
+
+    def busy(self) -> dict[str, float]:
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        return {name: (read() - self.before[name]) / elapsed
+                for name, read in self.counters.items()}
+
+
 def _stat_cpu_seconds(stat: Path) -> float:
     """User + system CPU time in a ``/proc`` ``stat`` file (a process's or a thread's)."""
     fields = stat.read_text().rsplit(")", 1)[1].split()

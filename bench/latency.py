@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 from bench.common import (
+    CpuClock,
     Proc,
     cpu_seconds,
     env_for,
@@ -152,7 +154,7 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
             m0 = [scrape(w) for w in workers]
             done0 = sum(metric_sum(m, "giftguard_events_total") for m in m0)
             acc0 = metric_sum(scrape(bridge), "giftguard_bridge_requests_total")
-            cpu0 = _cpu(bridge, tap, workers, broker_pid)
+            clock = CpuClock(_cpu_counters(bridge, tap, workers, broker_pid))
             t0 = time.monotonic()
             load = _load(bridge, workdir, events, skip, count, tag=tag, rate=rate)
             skip += count
@@ -163,9 +165,8 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
                 step.backlog.append((time.monotonic() - t0, max(0.0, accepted - (done - done0))))
             _wait(load, 30)
             t_end = time.monotonic()
-            cpu1 = _cpu(bridge, tap, workers, broker_pid)
+            step.cpus_busy = {k: round(v, 3) for k, v in clock.busy().items()}
             info = orjson.loads((workdir / f"load-{tag}.json").read_bytes())
-            step.cpus_busy = {k: round((cpu1[k] - cpu0[k]) / (t_end - t0), 3) for k in cpu1}
             step.cpus_busy["load"] = round(info["cpu_seconds"] / (t_end - t0), 3)
             step.sent, step.ok = info["sent"], info["ok"]
             step.achieved = info["sent"] / info["seconds"]
@@ -208,15 +209,16 @@ def run_steps(bootstrap: str, workdir: Path, events: Path, locations: Path,
             p.stop()
 
 
-def _cpu(bridge: Proc, tap: Proc, workers: list[Proc], broker_pid: int | None
-         ) -> dict[str, float]:
-    """CPU seconds used so far by each process of a latency step, and by the whole machine."""
-    out = {"bridge": cpu_seconds(bridge.pid), "tap": cpu_seconds(tap.pid),
-           "workers": sum(cpu_seconds(w.pid) for w in workers),
-           "machine": machine_cpu_seconds()}
+def _cpu_counters(bridge: Proc, tap: Proc, workers: list[Proc], broker_pid: int | None
+                  ) -> dict[str, Callable[[], float]]:
+    """The CPU-time counters of a latency step's processes, and of the whole machine."""
+    counters: dict[str, Callable[[], float]] = {
+        "bridge": lambda: cpu_seconds(bridge.pid), "tap": lambda: cpu_seconds(tap.pid),
+        "workers": lambda: sum(cpu_seconds(w.pid) for w in workers),
+        "machine": machine_cpu_seconds}
     if broker_pid is not None:
-        out["broker"] = cpu_seconds(broker_pid)
-    return out
+        counters["broker"] = lambda: cpu_seconds(broker_pid)
+    return counters
 
 
 def http_floor_app() -> None:

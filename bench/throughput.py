@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.common import (
     GROUP,
+    CpuClock,
     Proc,
     Rate,
     cpu_seconds,
@@ -119,14 +120,13 @@ def workers(bootstrap: str, workdir: Path, expected: int, count: int = 1,
         if broker_pid:
             counters.update(broker=lambda: cpu_seconds(broker_pid),
                             jit=lambda: jit_cpu_seconds(broker_pid))
-        started = time.monotonic()
-        before = {name: read() for name, read in counters.items()}
+        clock = CpuClock(counters)
+        started = clock.started
         # (a small run may be over before the first sample: then timed from the launch)
         cards = measure(events, expected, timeout=timeout, launched=launched,
                         alive=lambda: all(p.alive() for p in procs), pids=[p.pid for p in procs])
         t_cards = time.monotonic()
-        busy = {name: (read() - before[name]) / max(1e-9, t_cards - started)
-                for name, read in counters.items()}
+        busy = clock.busy()
         # measure() started its clock at the first progress, cards.seconds before t_cards
         t_first = t_cards - cards.seconds
         t_drained = asyncio.run(_group_drained(
