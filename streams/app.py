@@ -9,7 +9,7 @@ from faust.types import ConsumerT, ProducerT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from streams.consumers import GatheringConsumer
+from streams.consumers import MainLoopConsumer
 from streams.producers import FaustTrackingProducer
 from streams.settings import Settings
 
@@ -45,7 +45,7 @@ class App(faust.App):
         return FaustTrackingProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
     def _new_consumer(self) -> ConsumerT:
-        return GatheringConsumer(
+        return MainLoopConsumer(
             self.transport, callback=self.topics.on_message, loop=self.loop,
             on_partitions_revoked=self._on_partitions_revoked,
             on_partitions_assigned=self._on_partitions_assigned, beacon=self.beacon)

@@ -5,6 +5,7 @@ defaults do, and a fetch that cannot gather its bytes still returns after a few 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -81,3 +82,21 @@ async def test_a_trickle_arrives_in_fewer_fetches_than_with_aiokafkas_defaults(
         await producer.stop()
         for consumer in (worker, plain):
             await consumer.stop()
+
+
+async def test_the_worker_consumer_runs_on_the_workers_own_loop(bootstrap: str,
+                                                                tmp_path: Path) -> None:
+    """No second thread and loop: aiokafka's consumer starts, reads metadata and stops on the
+    loop that runs the agents."""
+    app = create_app(Settings(kafka_bootstrap_servers=bootstrap, giftguard_data_dir=tmp_path))
+    service = app.consumer._thread
+    threads = threading.active_count()
+    await asyncio.wait_for(service.start(), 30)
+    try:
+        assert threading.active_count() == threads
+        consumer = service._ensure_consumer()
+        topics = await asyncio.wait_for(consumer.topics(), 10)
+        assert isinstance(topics, set)
+    finally:
+        await asyncio.wait_for(service.stop(), 30)
+    assert threading.active_count() == threads
