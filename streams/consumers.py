@@ -94,6 +94,8 @@ class MainLoopConsumerThread(GatheringConsumerThread):
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark the serving task's error as seen: mode's service already crashed the worker with it
+    (and failed the start that awaited it), so asyncio need not log it again at exit."""
     if not task.cancelled():
         task.exception()
 
