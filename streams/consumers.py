@@ -44,13 +44,6 @@ class GatheringConsumerThread(AIOKafkaConsumerThread):
         return consumer
 
 
-class GatheringConsumer(FaustAIOKafkaConsumer):
-    """Faust's aiokafka consumer on a :class:`GatheringConsumerThread`."""
-
-    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
-        return GatheringConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
 class MainLoopConsumerThread(GatheringConsumerThread):
     """Faust's consumer "thread", run as a service on the worker's own event loop.
 
@@ -100,8 +93,9 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-class MainLoopConsumer(GatheringConsumer):
-    """Faust's aiokafka consumer on a :class:`MainLoopConsumerThread`."""
+class MainLoopConsumer(FaustAIOKafkaConsumer):
+    """Faust's aiokafka consumer on a :class:`MainLoopConsumerThread`: on the worker's loop,
+    with fetches that gather records."""
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return MainLoopConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.app import create_app
-from streams.consumers import GatheringConsumer
+from streams.consumers import MainLoopConsumer
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def _worker_consumer(bootstrap: str, data_dir: Path) -> AIOKafkaConsumer:
     """The aiokafka consumer the worker app's consumer thread would start."""
     app = create_app(Settings(kafka_bootstrap_servers=bootstrap, giftguard_data_dir=data_dir))
-    assert isinstance(app.consumer, GatheringConsumer)
+    assert isinstance(app.consumer, MainLoopConsumer)
     return app.consumer._thread._create_worker_consumer(app.transport)
 
 
